@@ -20,11 +20,8 @@ code with its label underneath (the KSeF number, ``OFFLINE`` or
 import base64
 import binascii
 import datetime
-import functools
 import hashlib
 import io
-import json
-import os
 import re
 import sys
 
@@ -44,7 +41,7 @@ EC_COORDINATE_SIZE = 32
 # nothing about size or error correction (PROTOCOL.md §14, §20 point 7);
 # these choices are ours:
 # - error correction M (15 %): a printed, possibly folded or stamped,
-#   invoice needs some redundancy, while H would make the 450-character
+#   invoice needs some redundancy, while H would make the 470-character
 #   RSA CODE II link a very dense symbol;
 # - the quiet zone of 4 modules that ISO/IEC 18004 asks for (the Java
 #   reference client uses 1);
@@ -58,11 +55,28 @@ QUIET_ZONE = 4
 DPI = 400
 LABEL_MODULES = 3
 
+# The API's patterns (open-api.json, components.schemas Nip, InternalId,
+# NipVatUe, PeppolId); a test compares them with the packaged file.
+IDENTIFIER_PATTERNS = {
+    'Nip': r'^[1-9]((\d[1-9])|([1-9]\d))\d{7}$',
+    'InternalId': r'^[1-9]((\d[1-9])|([1-9]\d))\d{7}-\d{5}$',
+    'NipVatUe': (
+        r'^[1-9]((\d[1-9])|([1-9]\d))\d{7}-('
+        r'ATU\d{8}|BE[01]{1}\d{9}|BG\d{9,10}|CY\d{8}[A-Z]|CZ\d{8,10}'
+        r'|DE\d{9}|DK\d{8}|EE\d{9}|EL\d{9}'
+        r'|ES([A-Z]\d{8}|\d{8}[A-Z]|[A-Z]\d{7}[A-Z])|FI\d{8}'
+        r'|FR[A-Z0-9]{2}\d{9}|HR\d{11}|HU\d{8}'
+        r'|IE(\d{7}[A-Z]{2}|\d[A-Z0-9+*]\d{5}[A-Z])|IT\d{11}'
+        r'|LT(\d{9}|\d{12})|LU\d{8}|LV\d{11}|MT\d{8}|NL[A-Z0-9+*]{12}'
+        r'|PT\d{9}|RO\d{2,10}|SE\d{12}|SI\d{8}|SK\d{10}'
+        r'|XI((\d{9}|\d{12})|(GD|HA)\d{3}))$'),
+    'PeppolId': r'^P[A-Z]{2}[0-9]{6}$',
+    }
+_PATTERNS = {name: re.compile(pattern, re.ASCII)
+    for name, pattern in IDENTIFIER_PATTERNS.items()}
 _SCHEME = re.compile(r'[A-Za-z][A-Za-z0-9+.-]*://')
 _SERIAL = re.compile(r'[0-9A-F]+', re.ASCII)
 _B64URL = re.compile(r'[A-Za-z0-9_-]+', re.ASCII)
-OPEN_API = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), 'schemas', 'open-api.json')
 
 
 class QRError(ValueError):
@@ -74,20 +88,9 @@ class QRError(ValueError):
         self.params = params
 
 
-@functools.lru_cache(maxsize=None)
-def _identifier_patterns():
-    """The API's patterns for NIP and the context identifier types, taken
-    from the packaged open-api.json (schemas Nip, InternalId, NipVatUe,
-    PeppolId) rather than retyped."""
-    with open(OPEN_API, 'rb') as file:
-        schemas = json.load(file)['components']['schemas']
-    return {name: re.compile(schemas[name]['pattern'], re.ASCII)
-        for name in CONTEXT_TYPES}
-
-
 def _check_nip(nip):
     nip = str(nip)
-    if not _identifier_patterns()['Nip'].fullmatch(nip):
+    if not _PATTERNS['Nip'].fullmatch(nip):
         raise QRError(
             'qr_invalid_nip', "the seller NIP must be 10 digits",
             nip=nip)
@@ -96,8 +99,8 @@ def _check_nip(nip):
 
 def _check_base(qr_base_url):
     base = str(qr_base_url).strip().rstrip('/')
-    if not _SCHEME.match(base) or len(base) <= len(
-            _SCHEME.match(base).group()):
+    scheme = _SCHEME.match(base)
+    if not scheme or scheme.end() == len(base):
         raise QRError(
             'qr_invalid_base_url',
             "the QR base URL must be absolute, e.g. "
@@ -190,7 +193,7 @@ def code2_unsigned_link(qr_base_url, context_type, context_value,
             "the context type must be one of %s" % ', '.join(CONTEXT_TYPES),
             context_type=str(context_type))
     context_value = str(context_value)
-    if not _identifier_patterns()[context_type].fullmatch(context_value):
+    if not _PATTERNS[context_type].fullmatch(context_value):
         raise QRError(
             'qr_invalid_context_value',
             "%r is not a valid %s identifier" % (

@@ -233,6 +233,18 @@ class Code2Test(unittest.TestCase):
                         '1111111111', DOC_SERIAL, DOC_HASH)
                 self.assertEqual(context.exception.code, code)
 
+    def test_identifier_patterns_are_the_api_ones(self):
+        path = os.path.join(os.path.dirname(qr.__file__), 'schemas',
+            'open-api.json')
+        with open(path, 'rb') as file:
+            schemas = json.load(file)['components']['schemas']
+        for name, pattern in qr.IDENTIFIER_PATTERNS.items():
+            with self.subTest(name=name):
+                self.assertEqual(pattern, schemas[name]['pattern'])
+        self.assertEqual(
+            set(qr.CONTEXT_TYPES),
+            set(schemas['AuthenticationContextIdentifierType']['enum']))
+
     def test_certificate_serial(self):
         self.assertEqual(qr.certificate_serial(0x01F20A5D352AE590),
             DOC_SERIAL)
