@@ -11,7 +11,7 @@ import configparser
 import io
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # 8.1 is a development series and was never released.
@@ -44,7 +44,7 @@ requires = [
     'pillow>=10',
     'python-stdnum>=2.2',
     'signxml>=4.0',
-    'holidays>=0.60',
+    'holidays>=0.64',
     'openapi-core>=0.19',
     'werkzeug>=2.0',
     'defusedxml>=0.7',
@@ -81,13 +81,12 @@ setup(
     packages=[
         'trytond.modules.ksef',
         'trytond.modules.ksef.tests',
-        'trytond_ksef',
-        'trytond_ksef.tests',
-        ],
+        ] + find_packages(include=['trytond_ksef', 'trytond_ksef.*']),
     package_data={
         'trytond.modules.ksef': data_files_module,
         'trytond_ksef': [
-            'schemas/*/*.xsd', 'schemas/*.xml', 'data/*', 'data/*/*'],
+            'schemas/*/*.xsd', 'schemas/*.json', 'schemas/*.txt',
+            'data/*', 'data/*/*'],
         'trytond_ksef.tests': ['data/*', 'data/*/*'],
         },
     install_requires=requires,

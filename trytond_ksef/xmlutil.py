@@ -13,7 +13,8 @@ import os
 
 from lxml import etree
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'schemas')
+SCHEMA_DIR = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), 'schemas')
 CRD_PREFIX = ('http://crd.gov.pl/xml/schematy/dziedzinowe/mf/2022/01/05/eD/'
     'DefinicjeTypy/')
 # FA(3) of 1 000 lines is about 1 MB; KSeF's own limit on an invoice is 1 MB
