@@ -452,26 +452,31 @@ def load_certificate(data):
     der = _certificate_der(data)
     cert, normalised = _parse(der)
     fingerprint = hashlib.sha256(der).hexdigest().upper()
-    public_key = cert.public_key()
-    key_usage = _key_usage(cert)
-    qualified = _qualified(cert)
-    return KSeFCertificate(
-        der=der,
-        subject=cert.subject.rfc4514_string(_NAMES),
-        issuer=cert.issuer.rfc4514_string(_NAMES),
-        identifier=_identifier(cert, fingerprint),
-        serial_number=cert.serial_number,
-        serial_hex=_serial_hex(cert.serial_number),
-        fingerprint=fingerprint,
-        key_type=_key_type(public_key),
-        not_before=cert.not_valid_before_utc,
-        not_after=cert.not_valid_after_utc,
-        key_usage=key_usage,
-        qualified=qualified,
-        purpose=_purpose(key_usage, qualified),
-        public_key=public_key,
-        normalised=normalised,
-        )
+    try:
+        # cryptography parses extensions and the key lazily: a malformed
+        # one surfaces only here.
+        public_key = cert.public_key()
+        key_usage = _key_usage(cert)
+        qualified = _qualified(cert)
+        return KSeFCertificate(
+            der=der,
+            subject=cert.subject.rfc4514_string(_NAMES),
+            issuer=cert.issuer.rfc4514_string(_NAMES),
+            identifier=_identifier(cert, fingerprint),
+            serial_number=cert.serial_number,
+            serial_hex=_serial_hex(cert.serial_number),
+            fingerprint=fingerprint,
+            key_type=_key_type(public_key),
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+            key_usage=key_usage,
+            qualified=qualified,
+            purpose=_purpose(key_usage, qualified),
+            public_key=public_key,
+            normalised=normalised,
+            )
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError('unreadable_certificate') from None
 
 
 # --- private keys ----------------------------------------------------------

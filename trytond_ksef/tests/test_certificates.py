@@ -254,6 +254,13 @@ class CertificateTest(CodeMixin, unittest.TestCase):
                 certificates.load_certificate, data)
         with self.assertRaises(TypeError):
             certificates.load_certificate('text')
+        # A malformed keyUsage: cryptography only notices when reading it.
+        bad_usage = x509.UnrecognizedExtension(
+            x509.ObjectIdentifier('2.5.29.15'), b'\x03\x02\x07')
+        cert_der, _ = testcerts.make_certificate(
+            None, key_type='ec', extensions=[bad_usage])
+        self.assertCode('unreadable_certificate',
+            certificates.load_certificate, cert_der)
 
     def test_first_of_chain(self):
         first, _ = testcerts.make_certificate(nip='1111111111', seal=True)
