@@ -322,18 +322,19 @@ def _normalise(der):
 
 
 def _parse(der):
-    "(cryptography certificate, normalised?) for `der`."
+    """(cryptography certificate, normalised?) for `der`.
+
+    The normalised copy is used whenever there is a NULL to remove, even
+    with a cryptography version that would still accept (and warn about)
+    the original: the result does not depend on the library's version.
+    """
+    fixed = _normalise(der)
     try:
+        if fixed is not None:
+            return x509.load_der_x509_certificate(fixed), True
         return x509.load_der_x509_certificate(der), False
     except ValueError:
-        pass
-    fixed = _normalise(der)
-    if fixed is not None:
-        try:
-            return x509.load_der_x509_certificate(fixed), True
-        except ValueError:
-            pass
-    raise CertificateError('unreadable_certificate')
+        raise CertificateError('unreadable_certificate') from None
 
 
 def _key_type(public_key):
