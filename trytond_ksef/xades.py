@@ -49,6 +49,7 @@ import os
 from dataclasses import dataclass
 
 import cryptography.exceptions
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
@@ -348,89 +349,44 @@ def _schema_errors(root):
 # Certificates
 
 
-def _der_header(data, pos):
-    """Read one DER tag/length at `pos`: (tag, content_start, content_end).
-    Only what X.509 certificates use: low tag numbers, definite lengths."""
-    if pos + 2 > len(data) or data[pos] & 0x1f == 0x1f:
-        raise ValueError("unsupported DER")
-    tag, length = data[pos], data[pos + 1]
-    start = pos + 2
-    if length & 0x80:
-        count = length & 0x7f
-        if not 1 <= count <= 4 or start + count > len(data):
-            raise ValueError("unsupported DER length")
-        length = int.from_bytes(data[start:start + count], 'big')
-        start += count
-    if start + length > len(data):
-        raise ValueError("truncated DER")
-    return tag, start, start + length
+# ecdsa-with-SHA1/SHA224/256/384/512: RFC 5758 says no parameters.
+_ECDSA_OIDS = frozenset({'1.2.840.10045.4.1', '1.2.840.10045.4.3.1',
+        '1.2.840.10045.4.3.2', '1.2.840.10045.4.3.3',
+        '1.2.840.10045.4.3.4'})
 
 
-def _der_children(data, start, end):
-    items, pos = [], start
-    while pos < end:
-        tag, cstart, cend = _der_header(data, pos)
-        items.append((tag, pos, cstart, cend))
-        pos = cend
-    if pos != end:
-        raise ValueError("DER length mismatch")
-    return items
-
-
-def _der(tag, content):
-    length = len(content)
-    if length < 0x80:
-        head = bytes([tag, length])
-    else:
-        size = (length.bit_length() + 7) // 8
-        head = bytes([tag, 0x80 | size]) + length.to_bytes(size, 'big')
-    return head + content
-
-
-# DER of the OID arc 1.2.840.10045.4.3 (ecdsa-with-SHA2 family)
-_ECDSA_OID_PREFIX = bytes.fromhex('06082a8648ce3d0403')
-
-
-def _strip_ecdsa_null(data, start, end):
-    "AlgorithmIdentifier without the NULL parameter ECDSA must not have."
-    children = _der_children(data, start, end)
-    if (len(children) == 2
-            and data[children[0][1]:children[0][3]].startswith(
-                _ECDSA_OID_PREFIX)
-            and data[children[1][1]:children[1][3]] == b'\x05\x00'):
-        return _der(0x30, data[children[0][1]:children[0][3]])
-    return _der(0x30, data[start:end])
-
-
-def load_certificate(cert_der):
+def _load_certificate(cert_der):
     """Parse a DER certificate, also the KSeF-issued ones.
 
-    KSeF's CA writes ``ecdsa-with-SHA512`` with a NULL parameter (RFC 5758
-    says absent), which ``cryptography`` refuses.  Those are parsed from a
-    copy without that NULL; the copy serves to read fields and the public
-    key only, the original bytes stay what is embedded and hashed.
+    KSeF's CA writes ``ecdsa-with-SHA512`` with a NULL parameter, which
+    ``cryptography`` refuses.  Those are parsed from a copy without that
+    NULL (asn1crypto re-encodes only the enclosing lengths); the copy
+    serves to read fields and the public key, never to be embedded or
+    hashed.  Raises ValueError when the bytes are no certificate.
+
+    Same normalisation as certificates.load_certificate, which however
+    gives no ``x509.Name``: IssuerSerial needs the issuer in plain RFC 4514
+    (dotted OIDs for organizationIdentifier and the like, which Java's
+    X500Principal parses), hence the parsed certificate here.
     """
     try:
         return x509.load_der_x509_certificate(cert_der)
-    except ValueError:
+    except ValueError as exc:
+        error = exc
+    try:
+        cert = asn1_x509.Certificate.load(cert_der, strict=True)
+        changed = False
+        for algorithm in (cert['signature_algorithm'],
+                cert['tbs_certificate']['signature']):
+            if (algorithm['algorithm'].dotted in _ECDSA_OIDS
+                    and algorithm['parameters'].dump() == b'\x05\x00'):
+                algorithm['parameters'] = None
+                changed = True
+        if changed:
+            return x509.load_der_x509_certificate(cert.dump())
+    except (ValueError, TypeError, KeyError):
         pass
-    tag, start, end = _der_header(cert_der, 0)
-    if tag != 0x30 or end != len(cert_der):
-        raise ValueError("not a DER certificate")
-    tbs, alg, value = _der_children(cert_der, start, end)
-    tbs_items = _der_children(cert_der, tbs[2], tbs[3])
-    index = 1 if tbs_items[0][0] == 0xa0 else 0
-    content = b''
-    for i, (itag, ipos, istart, iend) in enumerate(tbs_items):
-        if i == index + 1 and itag == 0x30:
-            content += _strip_ecdsa_null(cert_der, istart, iend)
-        else:
-            content += cert_der[ipos:iend]
-    repaired = _der(0x30,
-        _der(0x30, content)
-        + _strip_ecdsa_null(cert_der, alg[2], alg[3])
-        + cert_der[value[1]:value[3]])
-    return x509.load_der_x509_certificate(repaired)
+    raise ValueError("not a readable X.509 certificate (%s)" % error)
 
 
 # --------------------------------------------------------------------------
@@ -550,7 +506,7 @@ def sign(xml, cert_der, private_key, signing_time=None):
     `signing_time` (aware datetime) defaults to now minus one minute.
     """
     try:
-        certificate = load_certificate(cert_der)
+        certificate = _load_certificate(cert_der)
     except ValueError as exc:
         raise RequestError('xades_invalid_certificate',
             reason=str(exc)) from None
@@ -595,6 +551,8 @@ class VerifiedRequest:
     ``root`` is the signed document without its signature, re-read from
     the canonical octets the document digest was computed over (so no
     unsigned node can reach the caller); the other fields are read from it.
+    ``certificate_der`` is the signing certificate's original bytes (read
+    it with ``certificates.load_certificate``).
     """
     root: etree._Element
     certificate_der: bytes
@@ -608,11 +566,6 @@ class VerifiedRequest:
     signing_time: datetime.datetime
     signature_method: str
     namespace: str
-
-    @property
-    def certificate(self):
-        "The signing certificate, parsed (tolerates KSeF's NULL quirk)."
-        return load_certificate(self.certificate_der)
 
 
 def _malformed(reason):
@@ -722,9 +675,10 @@ def _verify_signature_value(certificate, method, signed_info_c14n, value):
             if kind == 'rsa':
                 pad = padding.PKCS1v15()
             else:
-                # RFC 9231 2.3.10: MGF1 with the same hash, salt of its size
+                # RFC 9231 2.3.10: MGF1 with the same hash; the salt
+                # length may be set in RSAPSSParams, so any is taken.
                 pad = padding.PSS(mgf=padding.MGF1(hash_()),
-                    salt_length=hash_.digest_size)
+                    salt_length=padding.PSS.AUTO)
             key.verify(value, signed_info_c14n, pad, hash_())
         else:
             if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -784,12 +738,14 @@ def verify(xml, now=None):
     reference of type SignedProperties to the ``xades:SignedProperties``
     of this signature, digest included; that SigningCertificate (or V2)
     holds the digest of the embedded certificate; the certificate valid at
-    `now` (aware datetime, default now); the signed content valid against
+    `now` (default now; naive means UTC); the signed content valid against
     the auth XSD.  Ids must be unique in the document (a duplicate Id is
     the usual lever of signature wrapping).
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=datetime.timezone.utc)
     try:
         root = xmlutil.parse(xml)
         # An independent copy for the enveloped-signature transform.
@@ -846,7 +802,7 @@ def verify(xml, now=None):
     signer_der = None
     for cert_der in certificates:
         try:
-            certificate = load_certificate(cert_der)
+            certificate = _load_certificate(cert_der)
         except ValueError as exc:
             raise SignatureError('xades_invalid_certificate',
                 reason=str(exc)) from None
@@ -952,7 +908,7 @@ def verify(xml, now=None):
     signing_time = _parse_time(_text(signed_properties, NS_XADES,
         ('SignedSignatureProperties', 'SigningTime')))
 
-    certificate = load_certificate(signer_der)
+    certificate = _load_certificate(signer_der)
     if not (certificate.not_valid_before_utc <= now
             <= certificate.not_valid_after_utc):
         raise SignatureError('xades_invalid_certificate',
