@@ -483,10 +483,12 @@ def load_certificate(data):
 # --- private keys ----------------------------------------------------------
 
 def _password_bytes(password):
+    # An empty password stays empty (not None): PKCS#12 tools write files
+    # encrypted with the empty password.
     if password is None or isinstance(password, bytes):
-        return password or None
+        return password
     if isinstance(password, str):
-        return password.encode('utf-8') or None
+        return password.encode('utf-8')
     raise TypeError("password must be bytes, str or None")
 
 
@@ -545,8 +547,8 @@ def load_pkcs12(data, password=None):
     except ValueError:
         # Either not PKCS#12 / wrong password, or a certificate that
         # cryptography refuses (KSeF CA): the fallback tells which.
-        key_der, certs, password = _pkcs12_fallback(data, password)
-        key = load_private_key(key_der, password)
+        key_der, certs = _pkcs12_fallback(data, password)
+        key = load_private_key(key_der)
         if not certs:
             raise CertificateError('unreadable_certificate') from None
         loaded = [load_certificate(c) for c in certs]
@@ -618,9 +620,11 @@ def _pkcs12_fallback(data, password):
     Used when cryptography refuses the file, typically because it holds a
     KSeF-issued certificate (see the module docstring).  Verifies the MAC
     (a wrong password is reported as such), decrypts password-encrypted
-    contents (PBES2 with PBKDF2 and AES or 3DES, PKCS#12 PBE with 3DES or
-    128-bit RC2), collects certificate bags verbatim and returns the key
-    bag re-encoded as DER for `load_private_key`.
+    contents and keys (PBES2 with PBKDF2 and AES or 3DES, PKCS#12 PBE with
+    3DES or 128-bit RC2), collects certificate bags verbatim and returns
+    the key as unencrypted PKCS#8 DER for `load_private_key`.  (Keys are
+    decrypted here, not by cryptography, which takes an empty password for
+    none while PKCS#12 tools do encrypt with the empty password.)
     """
     try:
         pfx = asn1_pkcs12.Pfx.load(data)
@@ -646,7 +650,7 @@ def _pkcs12_fallback(data, password):
             continue
         if not keys:
             raise CertificateError('unreadable_key')
-        return keys[0], certs, candidate
+        return keys[0], certs
     raise error
 
 
@@ -678,10 +682,10 @@ def _read_content(content_info, password, keys, certs):
         # Public-key privacy mode (enveloped data) is not used for keys
         # that users export; nothing readable in it.
         return
-    _read_bags(safe, keys, certs)
+    _read_bags(safe, password, keys, certs)
 
 
-def _read_bags(safe, keys, certs):
+def _read_bags(safe, password, keys, certs):
     try:
         for bag in safe:
             kind = bag['bag_id'].native
@@ -689,10 +693,13 @@ def _read_bags(safe, keys, certs):
             if kind == 'cert_bag':
                 if value['cert_id'].native == 'x509':
                     certs.append(bytes(value['cert_value']))
-            elif kind in ('pkcs8_shrouded_key_bag', 'key_bag'):
+            elif kind == 'pkcs8_shrouded_key_bag':
+                keys.append(_pbe_decrypt(value['encryption_algorithm'],
+                    value['encrypted_data'].native, password))
+            elif kind == 'key_bag':
                 keys.append(value.untag().dump(force=True))
             elif kind == 'safe_contents':
-                _read_bags(value, keys, certs)
+                _read_bags(value, password, keys, certs)
     except (ValueError, TypeError, KeyError):
         raise CertificateError('wrong_password') from None
 

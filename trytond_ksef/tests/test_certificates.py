@@ -157,7 +157,8 @@ class MFCertificateTest(CodeMixin, unittest.TestCase):
         "KSeF-issued certificates also load from PKCS#12 files."
         for name, password in [('mf-aes.p12', b'secret'),
                 ('mf-3des.p12', 'secret'), ('mf-plain.p12', None),
-                ('mf-plain.p12', b'')]:
+                ('mf-plain.p12', b''), ('mf-empty.p12', None),
+                ('mf-empty.p12', '')]:
             with self.subTest(name=name, password=password):
                 cert, key = certificates.load_pkcs12(_data(name), password)
                 self.assertEqual(cert.der, MF_DER)
@@ -172,8 +173,9 @@ class MFCertificateTest(CodeMixin, unittest.TestCase):
                 with self.subTest(name=name, password=password):
                     self.assertCode('wrong_password',
                         certificates.load_pkcs12, _data(name), password)
-        self.assertCode('wrong_password',
-            certificates.load_pkcs12, _data('mf-plain.p12'), b'secret')
+        for name in ('mf-plain.p12', 'mf-empty.p12'):
+            self.assertCode('wrong_password',
+                certificates.load_pkcs12, _data(name), b'secret')
 
     def test_pkcs12_legacy_rc2(self):
         self.assertCode('unsupported_pkcs12',
@@ -463,7 +465,7 @@ class PKCS12Test(CodeMixin, unittest.TestCase):
         data = testcerts.pkcs12(cert_der, key, b'pw', cas=[ca_der])
         cert, _ = certificates.load_pkcs12(data, b'pw')
         self.assertEqual(cert.der, cert_der)
-        key_der, certs, _ = certificates._pkcs12_fallback(data, b'pw')
+        key_der, certs = certificates._pkcs12_fallback(data, b'pw')
         self.assertEqual(set(certs), {ca_der, cert_der})
 
     def test_fallback_matches_cryptography(self):
@@ -478,10 +480,9 @@ class PKCS12Test(CodeMixin, unittest.TestCase):
         for encryption in (legacy, modern):
             data = c_pkcs12.serialize_key_and_certificates(b'name', key,
                 x509.load_der_x509_certificate(cert_der), None, encryption)
-            key_der, certs, password = certificates._pkcs12_fallback(
-                data, b'pw')
+            key_der, certs = certificates._pkcs12_fallback(data, b'pw')
             self.assertEqual(certs, [cert_der])
-            loaded = certificates.load_private_key(key_der, password)
+            loaded = certificates.load_private_key(key_der)
             self.assertEqual(loaded.private_numbers(), key.private_numbers())
             self.assertCode('wrong_password',
                 certificates._pkcs12_fallback, data, b'other')
