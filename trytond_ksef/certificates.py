@@ -80,8 +80,8 @@ _MESSAGES = {
         "encrypted and no password was given)."),
     'key_mismatch': "The private key does not belong to the certificate.",
     'purpose_mismatch': (
-        "The certificate is for {found} but a certificate for {expected} "
-        "is required."),
+        "The certificate's key usage allows {found} use, but a "
+        "certificate for {expected} is required."),
     'not_yet_valid': "The certificate is not valid before {not_before}.",
     'expired': "The certificate expired on {not_after}.",
     'weak_key': (
@@ -807,7 +807,7 @@ def check(certificate, key, purpose, nip=None, now=None):
         raise CertificateError('key_mismatch')
     if purpose is not None and certificate.purpose != purpose:
         raise CertificateError('purpose_mismatch', expected=purpose,
-            found=certificate.purpose or 'no KSeF use')
+            found=certificate.purpose or 'none')
     if now < certificate.not_before:
         raise CertificateError('not_yet_valid',
             not_before=_iso(certificate.not_before))

@@ -355,7 +355,8 @@ class CertificateTest(CodeMixin, unittest.TestCase):
                     else:
                         error = self.assertCode('purpose_mismatch',
                             certificates.check, cert, key, purpose)
-                        self.assertEqual(error.params['expected'], purpose)
+                        self.assertEqual(error.params, {
+                            'expected': purpose, 'found': expected or 'none'})
                 # Without a purpose only the other checks apply.
                 certificates.check(cert, key, None)
         cert_der, _ = testcerts.make_certificate(
@@ -595,7 +596,7 @@ class CLITest(unittest.TestCase):
         self.assertEqual(status, 1)
         # The certificate is described, then the reason.
         self.assertIn('Purpose:      offline', out)
-        self.assertIn('for offline', err)
+        self.assertIn('allows offline use', err)
         other = self.write('other.pem', testcerts.private_key_pem(
             testcerts.new_key('ec')))
         status, out, err = self.main('--cert', cert, '--key', other)
