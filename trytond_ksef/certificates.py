@@ -59,6 +59,10 @@ OFFLINE = 'offline'
 PURPOSES = (AUTHENTICATION, OFFLINE)
 
 MIN_RSA_BITS = 2048
+# Key derivation rounds accepted in a PKCS#12 file read by the fallback: a
+# hostile upload must not keep a worker busy for minutes (tools write 2048
+# to 600000).
+MAX_ITERATIONS = 2000000
 # Warn this long before the end of validity (KSeF certificates last about
 # two years; a month leaves time to enrol a new one).
 EXPIRY_WARNING = timedelta(days=30)
@@ -648,6 +652,9 @@ def _pkcs12_fallback(data, password):
         except CertificateError as exc:
             error = exc
             continue
+        except (ValueError, TypeError, KeyError):
+            error = CertificateError('unreadable_certificate')
+            continue
         if not keys:
             raise CertificateError('unreadable_key')
         return keys[0], certs
@@ -662,6 +669,8 @@ def _mac_ok(mac_data, content, password):
         # An unknown MAC (e.g. PBMAC1): decryption still tests the password.
         return True
     iterations = mac_data['iterations'].native or 1
+    if iterations > MAX_ITERATIONS:
+        raise CertificateError('unreadable_certificate')
     key = _pkcs12_kdf(hash_name, _bmp_password(password),
         mac_data['mac_salt'].native, iterations, 3, digest.digest_size)
     expected = mac_data['mac']['digest'].native
@@ -717,6 +726,8 @@ def _pbe_decrypt(algorithm, data, password):
         raise CertificateError('unreadable_certificate') from None
     if cipher_name == 'rc2' and key_length != 16:
         raise CertificateError('unsupported_pkcs12')
+    if not isinstance(iterations, int) or iterations > MAX_ITERATIONS:
+        raise CertificateError('unreadable_certificate')
     if kdf == 'pbkdf2':
         key = PBKDF2HMAC(algorithm=_hash(hash_name), length=key_length,
             salt=salt, iterations=iterations).derive(password or b'')
