@@ -51,6 +51,8 @@ from ..errors import (
 )
 
 logger = logging.getLogger('trytond_ksef.client')
+# A library leaves the output to the application (logging HOWTO).
+logger.addHandler(logging.NullHandler())
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, pool=15.0)
 USER_AGENT = 'trytond-ksef'

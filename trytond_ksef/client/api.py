@@ -463,8 +463,11 @@ class KSeFClient(_Base):
         status polling, redeem.  Returns the new `AuthTokens`."""
         from .. import xades
         challenge = self.get_challenge()
+        # trytond_ksef.xades names context types like the XML elements,
+        # first letter lower case ('nip', 'internalId', ...).
         document = xades.build_auth_token_request(
-            challenge.challenge, context,
+            challenge.challenge,
+            (context.type[:1].lower() + context.type[1:], context.value),
             subject_identifier_type=subject_identifier_type)
         signed = xades.sign(document, certificate_der, private_key)
         operation_ = self.submit_xades_signature(signed,
