@@ -482,7 +482,7 @@ class Simulator:
             entry['validation'] = 'ok'
         if request.headers.get('X-Test-System-Warning'):
             response.headers['X-System-Warning'] = (
-                "Ostrzeżenie testowe symulatora KSeF.")
+                "Test warning of the KSeF simulator")
         if fault_hit is not None:
             entry['fault'] = 'drop_after_accept'
             entry['handledStatus'] = response.status_code

@@ -73,8 +73,8 @@ def _document(root, invoice):
 
 
 def _serialize(root):
-    return etree.tostring(root, xml_declaration=True, encoding='utf-8',
-        pretty_print=True)
+    return (b'<?xml version="1.0" encoding="utf-8"?>\n'
+        + etree.tostring(root, encoding='utf-8', pretty_print=True))
 
 
 def invoice_upo(invoice):
