@@ -211,10 +211,17 @@ class ProtocolError(KSeFError):
     message = "Unexpected answer from KSeF to {operation}: {reason}"
 
 
+# Final statuses that say "KSeF failed", not "KSeF refused": 500 unknown
+# error, 550 operation cancelled by the system (PROTOCOL.md §4.4, §8).
+# Trying again is the documented remedy for 550; for 500 it is harmless
+# (a resent invoice already accepted is answered as a duplicate, 440).
+TRANSIENT_STATUS_CODES = (500, 550)
+
+
 class AuthenticationFailed(KSeFError):
     """The authentication operation ended with a failure status
     (415 no permissions, 450 bad token, 460 certificate error, ...).
-    Status 550 (cancelled by the system) is transient."""
+    Statuses 500 and 550 are transient."""
     code = 'ksef_authentication_failed'
     message = ("KSeF authentication failed (status {status_code}): "
         "{description}{details_text}")
@@ -223,12 +230,13 @@ class AuthenticationFailed(KSeFError):
         params.setdefault('details_text',
             ' (%s)' % params['details'] if params.get('details') else '')
         super().__init__(message, **params)
-        self.transient = params.get('status_code') == 550
+        self.transient = params.get('status_code') in TRANSIENT_STATUS_CODES
 
 
 class InvoiceRejected(KSeFError):
     """KSeF processed the invoice and refused it (status 4xx/5xx):
-    e.g. 430 schema error, 450 semantic error; 550 is transient."""
+    e.g. 430 schema error, 450 semantic error; 500 and 550 are
+    transient."""
     code = 'ksef_invoice_rejected'
     message = ("KSeF rejected invoice {invoice_reference} (status "
         "{status_code}): {description}{details_text}")
@@ -237,7 +245,7 @@ class InvoiceRejected(KSeFError):
         params.setdefault('details_text',
             ' (%s)' % params['details'] if params.get('details') else '')
         super().__init__(message, **params)
-        self.transient = params.get('status_code') == 550
+        self.transient = params.get('status_code') in TRANSIENT_STATUS_CODES
 
 
 class DuplicateInvoice(InvoiceRejected):
@@ -250,7 +258,8 @@ class DuplicateInvoice(InvoiceRejected):
 
 class SessionFailed(KSeFError):
     """The session ended in a failure status (415 key decryption, 440
-    cancelled, 445 no valid invoice, 405/430/435 package errors, ...)."""
+    cancelled, 445 no valid invoice, 405/430/435 package errors, ...);
+    500 (unknown error) is transient."""
     code = 'ksef_session_failed'
     message = ("KSeF session {session} failed (status {status_code}): "
         "{description}{details_text}")
@@ -259,6 +268,7 @@ class SessionFailed(KSeFError):
         params.setdefault('details_text',
             ' (%s)' % params['details'] if params.get('details') else '')
         super().__init__(message, **params)
+        self.transient = params.get('status_code') == 500
 
 
 class NoPublicKey(KSeFError):

@@ -36,6 +36,7 @@ import httpx
 from ..errors import (
     APIError,
     AuthenticationRequired,
+    ConfigurationError,
     ExceptionDetail,
     Forbidden,
     Gone,
@@ -57,7 +58,11 @@ logger.addHandler(logging.NullHandler())
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, pool=15.0)
 USER_AGENT = 'trytond-ksef'
 
-# KSeF exception codes meaning "this session takes nothing more".
+# KSeF exception codes meaning "this session takes nothing more", when
+# answered to an operation that writes into a session (for a status query
+# 21173 just means "no such session": an APIError).
+SESSION_WRITE_OPERATIONS = {
+    'send_invoice', 'close_online_session', 'close_batch_session'}
 SESSION_CLOSED_CODES = {
     21155,  # session invoice limit reached
     21173,  # no session with this reference
@@ -70,8 +75,7 @@ PUBLIC_KEY_UNKNOWN = 21470
 # it.  A WriteError/WriteTimeout happens while the request is being
 # written; a server (or proxy) does not act on an incomplete request.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-    httpx.WriteError, httpx.WriteTimeout, httpx.UnsupportedProtocol,
-    httpx.ProxyError)
+    httpx.WriteError, httpx.WriteTimeout, httpx.ProxyError)
 
 
 @dataclass
@@ -190,7 +194,8 @@ def error_from_response(response, operation, context=None):
         codes = {e.code for e in errors}
         if PUBLIC_KEY_UNKNOWN in codes:
             return PublicKeyRejected(errors=errors, **params)
-        if codes & SESSION_CLOSED_CODES and 'session' in params:
+        if (codes & SESSION_CLOSED_CODES and 'session' in params
+                and operation in SESSION_WRITE_OPERATIONS):
             first = next(e for e in errors if e.code in SESSION_CLOSED_CODES)
             params.setdefault('reason', '%s %s' % (
                 first.code, first.description))
@@ -268,9 +273,9 @@ class HTTP:
                 reason = type(exc).__name__
                 logger.warning("KSeF %s %s: %s (attempt %d)",
                     method, redact_url(url), reason, attempt)
-                if isinstance(exc, httpx.InvalidURL):
-                    raise ProtocolError(operation=operation,
-                        reason='invalid URL', **context) from None
+                if isinstance(exc, httpx.UnsupportedProtocol):
+                    raise ConfigurationError(
+                        reason='unsupported URL scheme') from None
                 if sent and creates:
                     raise OutcomeUnknown(operation=operation,
                         reason=reason, **context) from None

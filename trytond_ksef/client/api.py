@@ -41,6 +41,7 @@ from .models import (
     BatchSession,
     CertificateCredentials,
     Challenge,
+    ContextIdentifier,
     InvoiceStatus,
     KSeFStatus,
     OnlineSession,
@@ -385,6 +386,7 @@ class KSeFClient(_Base):
         """Start a KSeF-token authentication: the token and the challenge
         time, RSA-OAEP encrypted for the KsefTokenEncryption key."""
         operation = 'auth_ksef_token'
+        context = _context(context)
 
         def attempt(certificate):
             challenge = self.get_challenge()
@@ -462,6 +464,7 @@ class KSeFClient(_Base):
         """XAdES authentication (§4.2): challenge, signed AuthTokenRequest,
         status polling, redeem.  Returns the new `AuthTokens`."""
         from .. import xades
+        context = _context(context)
         challenge = self.get_challenge()
         # trytond_ksef.xades names context types like the XML elements,
         # first letter lower case ('nip', 'internalId', ...).
@@ -477,6 +480,7 @@ class KSeFClient(_Base):
     def authenticate_with_token(self, context, ksef_token, *,
             timeout=None):
         "KSeF-token authentication (§4.3); returns the new `AuthTokens`."
+        context = _context(context)
         operation_ = self.submit_ksef_token(context, ksef_token)
         return self._finish_authentication(operation_, context, timeout)
 
@@ -903,6 +907,16 @@ class KSeFClient(_Base):
 
     def get_ksef_messages(self):
         return self.status_service().get_messages()
+
+
+def _context(context):
+    "A ContextIdentifier from one, a (type, value) pair or a bare NIP."
+    if isinstance(context, ContextIdentifier):
+        return context
+    if isinstance(context, str):
+        return ContextIdentifier.nip(context)
+    type_, value = context
+    return ContextIdentifier(type_, value)
 
 
 def _reference(session):

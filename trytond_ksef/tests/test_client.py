@@ -1036,6 +1036,22 @@ class TestAuthentication(ClientTestCase):
             self.client().authenticate()
         self.assertTrue(cm.exception.transient)
 
+    def test_status_unknown_error_is_transient(self):
+        self.ksef.auth_script = [100, 500]
+        with self.assertRaises(AuthenticationFailed) as cm:
+            self.client().authenticate()
+        self.assertTrue(cm.exception.transient)
+
+    def test_context_forms(self):
+        "A bare NIP or a (type, value) pair are accepted as context."
+        client = self.client(credentials=None)
+        client.authenticate_with_token(NIP, KSEF_TOKEN)
+        client.authenticate_with_token(('Nip', NIP), KSEF_TOKEN)
+        bodies = [json.loads(r.content) for r in
+            self.ksef.requests_to('POST', r'/auth/ksef-token$')]
+        self.assertEqual([b['contextIdentifier'] for b in bodies],
+            [{'type': 'Nip', 'value': NIP}] * 2)
+
     def test_wrong_token(self):
         client = self.client(credentials=TokenCredentials(
             ContextIdentifier.nip(NIP), 'not-the-token'))
@@ -1271,6 +1287,15 @@ class TestOnlineSession(ClientTestCase):
             client.send_invoice(session, sample_invoice())
         self.assertEqual(cm.exception.params['exception_code'], 21173)
 
+    def test_unknown_session_on_status_query(self):
+        "21173 on a status query is an APIError, not a closed session."
+        client = self.authenticated()
+        with self.assertRaises(APIError) as cm:
+            client.get_session_status('20260302-SO-0000000000-0000000000-00')
+        self.assertNotIsInstance(cm.exception, SessionClosed)
+        self.assertEqual(cm.exception.params['exception_code'], 21173)
+        self.assertFalse(cm.exception.transient)
+
     def test_session_expired_locally(self):
         client = self.authenticated()
         session = client.open_online_session()
@@ -1327,6 +1352,15 @@ class TestOnlineSession(ClientTestCase):
         sent = client.send_invoice(session, sample_invoice())
         status = client.wait_for_invoice(session, sent.reference_number)
         self.assertTrue(status.error().transient)
+
+    def test_invoice_unknown_error_transient(self):
+        client = self.authenticated()
+        session = client.open_online_session()
+        self.ksef.invoice_script = [500]
+        sent = client.send_invoice(session, sample_invoice())
+        status = client.wait_for_invoice(session, sent.reference_number)
+        self.assertTrue(status.error().transient)
+        self.assertEqual(status.error().params['status_code'], 500)
 
     def test_invoice_still_processing(self):
         client = self.authenticated()
