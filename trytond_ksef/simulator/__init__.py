@@ -2,17 +2,33 @@
 # this repository contains the full copyright notices and license terms.
 """KSeF simulator: a strict stand-in for KSeF 2.0 on loopback.
 
-In-process::
+In-process (fast tests)::
 
-    sim = Simulator(processing_delay=0.05)
+    sim = Simulator(processing_delay=0.02)
     client = httpx.Client(transport=sim.transport(),
-        base_url='http://ksef.local/v2')
+        base_url='http://ksef.test/v2')
+    # or httpx.WSGITransport(app=sim): same, but injected drops/timeouts
+    # surface as DropConnection / ClientTimedOut instead of httpx errors
 
 Over real HTTP::
 
-    server = serve_in_thread(port=0)      # server.base_url, server.stop()
+    server = serve_in_thread(port=0)      # .base_url .root_url .stop()
 
-From the command line: ``trytond-ksef simulator --port 8765``.
+Command line: ``trytond-ksef simulator --port 8765 [--host 127.0.0.1]
+[--log FILE] [--processing-delay S] [--time-scale X] [--no-rate-limits]``.
+
+Served paths: the KSeF API under ``/v2`` (same paths as TEST), the status
+service at ``/latarnia/status`` and ``/latarnia/messages``, pre-signed
+storage URLs under ``/storage`` and the test administration under ``/_sim``
+(``health``, ``log``, ``faults``, ``clock``, ``keys/rotate``,
+``ksef-tokens``, ``tokens/expire``, ``sessions/<ref>/close``,
+``latarnia``, ``contract-violations``).
+
+Test controls on a :class:`Simulator`: ``faults`` (:mod:`.faults`),
+``clock`` (:class:`Clock`), ``latarnia`` (:mod:`.latarnia`), ``log``
+(:mod:`.log`), ``rotate_key()``, ``create_ksef_token()``,
+``expire_access_tokens()``, ``close_session()``, ``contract_violations``
+and ``check()``.  :mod:`.testing` has step-by-step client helpers.
 """
 import logging
 import signal

@@ -760,7 +760,8 @@ class Simulator:
             failure = "Nieprawidłowy token"
         if failure is None:
             token = next((t for t in self.ksef_tokens.values()
-                    if hmac.compare_digest(t.secret, secret)), None)
+                    if hmac.compare_digest(t.secret.encode('utf-8'),
+                        secret.encode('utf-8'))), None)
             if timestamp != str(challenge.timestamp_ms):
                 failure = "Nieprawidłowy czas tokena"
             elif token is None or token.context != context:

@@ -10,16 +10,23 @@ involved.  Never a token, a key, a header value or a body.
 """
 import copy
 import json
+import logging
+import os
 import threading
 import time
 
 from .state import iso
+
+logger = logging.getLogger('trytond_ksef.simulator')
 
 
 class ExchangeLog:
 
     def __init__(self, path=None):
         self.path = path
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            os.makedirs(folder, exist_ok=True)
         self._entries = []
         self._lock = threading.Lock()
 
@@ -33,6 +40,9 @@ class ExchangeLog:
 
     def finish(self, entry, started):
         entry['durationMs'] = round((time.monotonic() - started) * 1000, 1)
+        logger.info("%s %s -> %s%s", entry['method'], entry['path'],
+            entry.get('status'),
+            ' (fault: %s)' % entry['fault'] if entry.get('fault') else '')
         with self._lock:
             self._entries.append(entry)
             if self.path:

@@ -22,7 +22,7 @@ from lxml import etree
 from trytond_ksef import crypto, xmlutil
 
 from . import upo
-from .state import Invoice, iso, reference_number, status, warsaw_date
+from .state import Invoice, reference_number, status, warsaw_date
 
 MAX_INVOICE_SIZE = 1000000
 MAX_INVOICE_WITH_ATTACHMENT_SIZE = 3000000
@@ -276,7 +276,8 @@ def process_batch(sim, session):
             # §12.1: for a batch, acceptance is the opening of the session
             invoicing_date=session.created,
             file_name=name.rsplit('/', 1)[-1][:128],
-            offline_declared=session.offline_mode)
+            offline_declared=session.offline_mode,
+            ready_at=session.ready_at)
         session.invoices.append(invoice)
         process_invoice(sim, invoice, plain)
         sim.registry.add_processed(invoice)
@@ -306,6 +307,3 @@ def finish(sim, session):
                 (reference_number('EU', sim.clock.now()), page))
     session.updated = sim.clock.now()
 
-
-__all__ = ['process_invoice', 'process_batch', 'finish', 'xml_rules',
-    'read_invoice', 'correction_refusal', 'iso']
