@@ -3,8 +3,17 @@
 """Fault injection: what KSeF (or the network to it) does on a bad day.
 
 A :class:`Fault` matches requests by HTTP method and a regular expression
-searched in the path (``/v2/...``, ``/latarnia/...``); it fires `times`
-times (one-shot by default) or for ever (``times=None``).
+searched in the path (``/v2/...``, ``/latarnia/...``, ``/storage/...``);
+without a path it matches every request except the ``/_sim``
+administration (so a path-less outage also takes the status service down:
+use ``path='^/v2/'`` for "KSeF down, Latarnia up").  It fires `times`
+times (one-shot by default) or for ever (``times=None`` or
+``persistent=True``).
+
+A refused connection proper needs the listening socket closed: stop the
+server (``RunningServer.stop()``) or the process.  ``mode='drop'`` closes
+each matching connection without an answer instead, which clients see as a
+reset connection (httpx.RemoteProtocolError).
 
 Kinds:
 
