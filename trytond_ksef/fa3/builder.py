@@ -21,11 +21,11 @@ from .common import (
     AMOUNT_LIMIT,
     BAD_CHARACTERS,
     BLOCKS,
-    CENT,
     EMAIL_PATTERN,
     EU_VAT_PATTERN,
     FORM_CODE,
     FORM_VARIANT,
+    HALF_CENT,
     IDWEW_PATTERN,
     MARGIN_BLOCK,
     NIP_PATTERN,
@@ -160,6 +160,7 @@ class _Builder:
         self.check_nip = check_nip
         self.problems = []
         self.buyer_identifier = None  # (kind, country) once checked
+        self.invoice_rate_text = None
 
     # -- problem collection and scalar checks --------------------------
 
@@ -666,7 +667,8 @@ class _Builder:
         if quantity is not None and price is not None and (
                 amount is not None):
             net_price = price - discount if discount else price
-            if abs(quantity * net_price - amount) > CENT:
+            # amount = quantity x price rounded to the grosz
+            if abs(quantity * net_price - amount) > HALF_CENT:
                 self.problem('fa3_line_amount_mismatch', (F, 'amount'),
                     (P, 'P_11A' if margin else 'P_11'))
             if quantity < 0:
