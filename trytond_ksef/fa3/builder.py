@@ -19,7 +19,6 @@ from .. import xmlutil
 from . import model
 from .common import (
     AMOUNT_LIMIT,
-    BAD_CHARACTERS,
     BLOCKS,
     EMAIL_PATTERN,
     EU_VAT_PATTERN,
@@ -66,10 +65,16 @@ MIN_CREATED = datetime.datetime(2025, 9, 1, tzinfo=datetime.timezone.utc)
 MAX_CREATED = datetime.datetime(
     2050, 1, 1, 23, 59, 59, tzinfo=datetime.timezone.utc)
 _COMPACT = re.compile(r'[\s.\-/]')
-# Text that needs more than a length check: refused characters, tabs and
-# line breaks, leading, trailing or doubled spaces (xsd:token collapses
-# them).
-_DIRTY = re.compile(BAD_CHARACTERS.pattern[:-1] + '\t\n\r]|^ | $|  ')
+
+
+def _clean(value, size):
+    """Whether `value` is a text that needs no more than this check: at most
+    `size` characters, printable (so without the characters KSeF refuses,
+    tabs or line breaks) and without leading, trailing or doubled spaces
+    (xsd:token collapses them).  Other texts take the slow path."""
+    return (type(value) is str and 0 < len(value) <= size
+        and value.isprintable() and value[0] != ' ' and value[-1] != ' '
+        and '  ' not in value)
 _KRS = re.compile(r'\d{10}')
 _REGON = re.compile(r'\d{9}|\d{14}')
 MARGIN_FIELDS = {
@@ -131,20 +136,29 @@ def _sub(parent, tag, text=None):
     return element
 
 
-def _exponent(value, places, limit):
-    """Exponent of `value` when it is a Decimal that needs no further
-    check (at most `places` decimals, within `limit`), else None."""
-    if type(value) is Decimal:
-        exponent = value.as_tuple().exponent
-        if (type(exponent) is int and exponent >= -places
-                and -limit < value < limit):
-            return exponent
-    return None
+def _quick(value, places, digits):
+    """Whether `value` is a Decimal that needs no further check: at most
+    `places` decimals (trailing zeros aside) and `digits` integer digits.
+    Read from its text, which is much faster than as_tuple()."""
+    if type(value) is not Decimal:
+        return False
+    integer, _, fraction = str(value).partition('.')
+    if integer[:1] == '-':
+        integer = integer[1:]
+    return (integer.isdigit() and len(integer) <= digits
+        and (not fraction or fraction.isdigit())
+        and (len(fraction) <= places or len(fraction.rstrip('0')) <= places))
 
 
 def _join(value):
-    "Field names and paths of the lines are tuples joined on demand."
-    return ''.join(value) if isinstance(value, tuple) else value
+    """Field names and paths of the lines are tuples formatted on demand:
+    ('field', index, name) and ('path', index, tag)."""
+    if isinstance(value, tuple):
+        kind, index, name = value
+        if kind == 'field':
+            return 'lines[%d].%s' % (index, name)
+        return '/Faktura/Fa/FaWiersz[%d]/%s' % (index + 1, name)
+    return value
 
 
 class _Line:
@@ -171,8 +185,7 @@ class _Builder:
     def text(self, value, field, path, max_len=256, required=False,
             token=True):
         "Checked text (collapsed like xsd:token) or None."
-        if (type(value) is str and 0 < len(value) <= max_len
-                and _DIRTY.search(value) is None):
+        if _clean(value, max_len):
             return value
         if value is None:
             if required:
@@ -272,6 +285,9 @@ class _Builder:
             self.problems[-1] = DataProblem('fa3_unsupported_kind', 'kind',
                 '/Faktura/Fa/RodzajFaktury', {'kind': str(invoice.kind)})
         self.header(root)
+        # Fa is made apart and its lines first (their totals come before
+        # them): adding elements to a small detached tree is faster.
+        self.fa_element = etree.Element(_q('Fa'), nsmap={None: NS})
         lines = self.lines()
         codes = {ln.code for ln in lines if ln.code}
         if invoice.taxes:
@@ -581,51 +597,51 @@ class _Builder:
         procedures = enumeration('TOznaczenieProcedury')
         result = []
         for i, line in enumerate(lines):
-            field = 'lines[%d]' % i
-            path = '/Faktura/Fa/FaWiersz[%d]' % (i + 1)
-            if not isinstance(line, model.Line):
-                self.problem('fa3_invalid_type', field, path,
-                    expected='a Line')
+            if type(line) is not model.Line and not isinstance(
+                    line, model.Line):
+                self.problem('fa3_invalid_type', 'lines[%d]' % i,
+                    '/Faktura/Fa/FaWiersz[%d]' % (i + 1), expected='a Line')
                 continue
-            result.append(self.line(line, i, field, path, gtus, procedures))
+            result.append(self.line(line, i, gtus, procedures))
         return result
 
-    def line(self, line, i, field, path, gtus, procedures):
+    def line(self, line, i, gtus, procedures):
         # This runs for every line (up to 10 000): field names and paths
-        # are (prefix, suffix) tuples joined only when a problem is
-        # reported, and the usual values take a fast path.
-        F = field + '.'
-        P = path + '/'
+        # are tuples formatted only when a problem is reported (see _join),
+        # and the usual values take a fast path.
+        def F(name):
+            return ('field', i, name)
+
+        def P(tag):
+            return ('path', i, tag)
         SE = _SubElement
         info = _Line()
         info.index = i
-        element = info.element = etree.Element(_Q_LINE)
+        element = info.element = SE(self.fa_element, _Q_LINE)
         number = line.number if line.number is not None else i + 1
         if type(number) is not int or number < 1:
-            self.problem('fa3_invalid_value', (F, 'number'),
-                (P, 'NrWierszaFa'))
+            self.problem('fa3_invalid_value', F('number'),
+                P('NrWierszaFa'))
         SE(element, _Q_NUMBER).text = str(number)
         if line.uu_id is not None:
-            value = self.text(line.uu_id, (F, 'uu_id'), (P, 'UU_ID'), 50)
+            value = self.text(line.uu_id, F('uu_id'), P('UU_ID'), 50)
             if value:
                 _sub(element, 'UU_ID', value)
         if line.delivery_date is not None:
-            date = self.date(line.delivery_date, (F, 'delivery_date'),
-                (P, 'P_6A'))
+            date = self.date(line.delivery_date, F('delivery_date'),
+                P('P_6A'))
             if date:
                 _sub(element, 'P_6A', date)
         name = line.name
-        if not (type(name) is str and 0 < len(name) <= 512
-                and _DIRTY.search(name) is None):
-            name = self.text(name, (F, 'name'), (P, 'P_7'), 512,
+        if not _clean(name, 512):
+            name = self.text(name, F('name'), P('P_7'), 512,
                 required=True)
         SE(element, _Q_NAME).text = name
         for attr, tag, size in _LINE_TEXTS:
             value = getattr(line, attr)
             if value is not None:
-                if not (type(value) is str and 0 < len(value) <= size
-                        and _DIRTY.search(value) is None):
-                    value = self.text(value, (F, attr), (P, tag), size)
+                if not _clean(value, size):
+                    value = self.text(value, F(attr), P(tag), size)
                 if value:
                     SE(element, _Q[tag]).text = value
         code = line.tax_code
@@ -641,46 +657,41 @@ class _Builder:
                 margin = info.margin = True
                 info.block = MARGIN_BLOCK
             else:
-                self.problem('fa3_margin_required', (F, 'tax_code'),
-                    (P, 'P_12'))
+                self.problem('fa3_margin_required', F('tax_code'),
+                    P('P_12'))
         else:
-            self.problem('fa3_invalid_value', (F, 'tax_code'), (P, 'P_12'))
+            self.problem('fa3_invalid_value', F('tax_code'), P('P_12'))
         quantity = line.quantity
-        quantity_exponent = _exponent(quantity, 6, QUANTITY_LIMIT)
-        if quantity_exponent is None:
-            quantity = self.decimal(quantity, (F, 'quantity'), (P, 'P_8B'),
+        if not _quick(quantity, 6, 16):
+            quantity = self.decimal(quantity, F('quantity'), P('P_8B'),
                 6, QUANTITY_LIMIT)
         price = line.unit_price
-        price_exponent = _exponent(price, 8, PRICE_LIMIT)
-        if price_exponent is None:
-            price = self.decimal(price, (F, 'unit_price'),
-                (P, 'P_9B' if margin else 'P_9A'), 8, PRICE_LIMIT)
+        if not _quick(price, 8, 14):
+            price = self.decimal(price, F('unit_price'),
+                P('P_9B' if margin else 'P_9A'), 8, PRICE_LIMIT)
         discount = line.discount
         if discount is not None:
-            discount = self.decimal(discount, (F, 'discount'), (P, 'P_10'),
+            discount = self.decimal(discount, F('discount'), P('P_10'),
                 8, PRICE_LIMIT)
         amount = line.amount
-        if _exponent(amount, 2, AMOUNT_LIMIT) is None:
-            amount = self.decimal(amount, (F, 'amount'),
-                (P, 'P_11A' if margin else 'P_11'), 2)
+        if not _quick(amount, 2, 16):
+            amount = self.decimal(amount, F('amount'),
+                P('P_11A' if margin else 'P_11'), 2)
         info.amount = amount
         if quantity is not None and price is not None and (
                 amount is not None):
             net_price = price - discount if discount else price
             # amount = quantity x price rounded to the grosz
             if abs(quantity * net_price - amount) > HALF_CENT:
-                self.problem('fa3_line_amount_mismatch', (F, 'amount'),
-                    (P, 'P_11A' if margin else 'P_11'))
+                self.problem('fa3_line_amount_mismatch', F('amount'),
+                    P('P_11A' if margin else 'P_11'))
             if quantity < 0:
                 quantity, price = -quantity, -price
                 if discount is not None:
                     discount = -discount
-            SE(element, _Q_QUANTITY).text = (str(quantity)
-                if quantity_exponent == 0 and quantity
-                else format_decimal(quantity))
+            SE(element, _Q_QUANTITY).text = format_decimal(quantity)
             SE(element, _Q_GROSS_PRICE if margin else _Q_PRICE).text = (
-                str(price) if price_exponent == 0 and price
-                else format_decimal(price))
+                format_decimal(price))
             if discount:
                 _sub(element, 'P_10', format_decimal(discount))
             SE(element, _Q_GROSS if margin else _Q_NET).text = (
@@ -690,22 +701,22 @@ class _Builder:
         if line.annex_15:
             _sub(element, 'P_12_Zal_15', '1')
         if line.gtu is not None:
-            gtu = self.choice(line.gtu, gtus, (F, 'gtu'), (P, 'GTU'))
+            gtu = self.choice(line.gtu, gtus, F('gtu'), P('GTU'))
             if gtu:
                 _sub(element, 'GTU', gtu)
         if line.procedure is not None:
             procedure = self.choice(line.procedure, procedures,
-                (F, 'procedure'), (P, 'Procedura'))
+                F('procedure'), P('Procedura'))
             if procedure:
                 _sub(element, 'Procedura', procedure)
         rate = line.currency_rate
         if rate is not None:
-            rate = self.decimal(rate, (F, 'currency_rate'),
-                (P, 'KursWaluty'), 6, QUANTITY_LIMIT, positive=True)
+            rate = self.decimal(rate, F('currency_rate'),
+                P('KursWaluty'), 6, QUANTITY_LIMIT, positive=True)
         info.currency_rate = None
         if rate is not None and not self.foreign:
             self.problem('fa3_currency_rate_unexpected',
-                (F, 'currency_rate'), (P, 'KursWaluty'))
+                F('currency_rate'), P('KursWaluty'))
         elif self.foreign and info.rate is not None:
             # Only taxed lines need the rate (MF sample 22: no KursWaluty
             # on a 0 WDT line in EUR).
@@ -725,7 +736,8 @@ class _Builder:
         exemption = info.exemption = line.exemption
         if exemption is not None and not isinstance(
                 exemption, model.Exemption):
-            self.problem('fa3_invalid_type', (F, 'exemption'), path,
+            self.problem('fa3_invalid_type', F('exemption'),
+                '/Faktura/Fa/FaWiersz[%d]' % (i + 1),
                 expected='an Exemption')
         return info
 
@@ -749,7 +761,7 @@ class _Builder:
     def fa(self, root, lines, codes):
         invoice = self.invoice
         path = '/Faktura/Fa'
-        fa = _sub(root, 'Fa')
+        fa = etree.Element(_q('Fa'), nsmap={None: NS})
         currency = self.choice(invoice.currency, currencies(), 'currency',
             path + '/KodWaluty', required=True)
         _sub(fa, 'KodWaluty', currency)
@@ -794,9 +806,11 @@ class _Builder:
         _sub(fa, 'RodzajFaktury', self.kind)
         self.correction(fa)
         self.additional_info(fa)
-        for line in lines:
-            fa.append(line.element)
+        # the elements above go before the lines
+        self.fa_element[0:0] = list(fa)
+        fa = self.fa_element
         self.payment(fa)
+        root.append(fa)
 
     def delivery(self, fa, path):
         invoice = self.invoice
@@ -1298,5 +1312,7 @@ def build(invoice, check_nip=True):
     False skips the NIP check digit (KSeF TEST accepts any NIP).
     """
     root = build_tree(invoice, check_nip)
+    # Not pretty-printed: a quarter smaller (KSeF's limit is 1 MB) and
+    # faster to parse.
     return DECLARATION + etree.tostring(
-        root, encoding='UTF-8', xml_declaration=False, pretty_print=True)
+        root, encoding='UTF-8', xml_declaration=False)

@@ -89,7 +89,7 @@ _LINE_VALUES = etree.XSLT(etree.XML(
         '<xsl:for-each select="*/f:Fa/f:FaWiersz">%s'
         '<xsl:text>&#10;</xsl:text></xsl:for-each>'
         '</xsl:template></xsl:stylesheet>' % (NS, '<xsl:text>|</xsl:text>'
-            .join('<xsl:value-of select="f:%s"/>' % f
+            .join('<xsl:value-of select="normalize-space(f:%s)"/>' % f
                 for f in _LINE_FIELDS))))
 
 
@@ -112,16 +112,13 @@ def _problem(problems, element, reason, code, severity='error', path=None,
 
 def _line_values(root):
     """[(P_11, P_11A, P_12, P_12_XII, StanPrzed, KursWaluty)] of the lines,
-    as stripped texts ('' when missing)."""
+    as texts with normalized spaces ('' when missing)."""
     text = str(_LINE_VALUES(root))
     count = len(_LINE_FIELDS)
-    result = []
-    for row in text.split('\n')[:-1]:
-        values = row.split('|')
-        if len(values) != count:
-            # a "|" in an (invalid) P_12: read that document slowly
-            return None
-        result.append([v.strip() for v in values])
+    result = [row.split('|') for row in text.split('\n')[:-1]]
+    if any(len(values) != count for values in result):
+        # a "|" in an (invalid) P_12: read that document slowly
+        return None
     return result
 
 
@@ -134,45 +131,37 @@ def _line_values_slowly(fa):
 
 
 class _LineData:
-    __slots__ = ('net', 'gross', 'code', 'oss', 'sign', 'currency_rate',
-        'block')
+    """What the checks need of a FaWiersz: net (P_11) or gross (P_11A)
+    value, P_12 code and its block, sign (-1 for a StanPrzed row), exchange
+    rate, and the unrounded tax of the line (signed) when it has a value."""
+    __slots__ = ('net', 'gross', 'code', 'sign', 'currency_rate', 'block',
+        'valued', 'tax')
 
     def __init__(self, values, margin):
         net, gross, code, oss, before, rate = values
-        self.net = parse_decimal(net) if net else None
-        self.gross = parse_decimal(gross) if gross else None
-        self.code = code or None
-        self.oss = parse_decimal(oss) if oss else None
-        self.sign = -1 if before == '1' else 1
+        self.net = net = parse_decimal(net) if net else None
+        self.gross = gross = parse_decimal(gross) if gross else None
+        self.code = code = code or None
+        self.sign = sign = -1 if before == '1' else 1
         self.currency_rate = parse_decimal(rate) if rate else None
-        if self.code in TAX_CODES:
-            self.block = TAX_CODES[self.code][0]
-        elif self.code is None and self.oss is not None:
+        tax_rate = ZERO
+        if code in TAX_CODES:
+            self.block, tax_rate = TAX_CODES[code]
+            tax_rate = tax_rate or ZERO
+        elif code is None and oss:
             self.block = OSS_BLOCK
-        elif self.code is None and margin:
+            tax_rate = (parse_decimal(oss) or ZERO) / 100
+        elif code is None and margin:
             self.block = MARGIN_BLOCK
         else:
             self.block = None
-
-    @property
-    def valued(self):
-        return self.net is not None or self.gross is not None
-
-    @property
-    def rate(self):
-        "Tax rate of the line as a fraction (None when untaxed)."
-        if self.block == OSS_BLOCK:
-            return self.oss / 100
-        if self.code in TAX_CODES:
-            return TAX_CODES[self.code][1]
-        return None
-
-    def tax(self):
-        "Unrounded tax of the line (signed), from net or gross value."
-        rate = self.rate or ZERO
-        if self.net is not None:
-            return self.sign * self.net * rate
-        return self.sign * self.gross * rate / (1 + rate)
+        self.valued = net is not None or gross is not None
+        if net is not None:
+            self.tax = sign * net * tax_rate
+        elif gross is not None:
+            self.tax = sign * gross * tax_rate / (1 + tax_rate)
+        else:
+            self.tax = None
 
 
 def _text(element, tag):
@@ -210,11 +199,12 @@ def semantic_problems(root):
     if values is None:
         values = _line_values_slowly(fa)
     lines = [_LineData(v, margin) for v in values]
+    # the lines with a value, by block
     members = {}
-    for line in lines:
+    valued = [ln for ln in lines if ln.valued]
+    for line in valued:
         if line.block is not None:
             members.setdefault(line.block, []).append(line)
-    valued = [ln for ln in lines if ln.valued]
     line_sums = (kind in LINE_SUM_KINDS and valued
         and all(ln.block is not None for ln in valued))
     if line_sums:
@@ -231,7 +221,7 @@ def _check_line_sums(problems, fa, amounts, members):
     "P_13_x (and P_13_x + P_14_x for gross lines) against the lines."
     for block in BLOCKS.values():
         value, element = amounts.get(block.net, (None, None))
-        group = [ln for ln in members.get(block.key, []) if ln.valued]
+        group = members.get(block.key, [])
         if not group:
             if value:
                 _problem(problems, element,
@@ -275,9 +265,9 @@ def _check_rates(problems, fa, amounts, members):
         net = amounts.get(block.net, (None, None))[0]
         if tax is None or net is None:
             continue
-        group = [ln for ln in members.get(block.key, []) if ln.valued]
+        group = members.get(block.key, [])
         if group:
-            expected = sum((ln.tax() for ln in group), ZERO)
+            expected = sum((ln.tax for ln in group), ZERO)
             tolerance = tax_tolerance(len(group))
         else:
             expected = min((net * r for r in block.rates),
@@ -338,9 +328,9 @@ def _check_pln(problems, fa, currency, amounts, members):
                 "%s should be written with exactly two decimals"
                 % block.tax_pln, 'fa3_pln_tax_format', severity='warning',
                 field=block.tax_pln)
-        group = [ln for ln in members.get(block.key, []) if ln.valued]
+        group = members.get(block.key, [])
         if group and all(ln.currency_rate for ln in group):
-            items = [(ln.tax(), ln.currency_rate) for ln in group]
+            items = [(ln.tax, ln.currency_rate) for ln in group]
         elif rate_z:
             items = [(tax, rate_z)]
         else:

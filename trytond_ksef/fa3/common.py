@@ -114,22 +114,26 @@ def round_tax(value):
 
 def format_amount(value):
     "TKwotowy text: always two decimals, never a negative zero."
-    if value and value.as_tuple().exponent == -2:
-        return str(value)  # the usual case, and str is fast
-    value = value.quantize(CENT)
-    if not value:
-        value = abs(value)
-    return '{:f}'.format(value)
+    text = str(value)  # fast; the usual amount has 2 decimals already
+    integer, dot, fraction = text.partition('.')
+    if len(fraction) != 2 or 'E' in text or not value:
+        value = value.quantize(CENT)
+        if not value:
+            value = abs(value)
+        text = '{:f}'.format(value)
+    return text
 
 
 def format_decimal(value):
     "Text of a quantity or price without exponent or trailing zeros."
-    if value and value.as_tuple().exponent == 0:
-        return str(value)
-    value = value.normalize()
-    if not value:
-        return '0'
-    return '{:f}'.format(value)
+    text = str(value)
+    if 'E' in text:
+        text = '{:f}'.format(value)
+    if '.' in text:
+        text = text.rstrip('0').rstrip('.')
+    if text == '-0':
+        text = '0'
+    return text
 
 
 def format_rate(value):
