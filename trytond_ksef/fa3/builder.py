@@ -260,7 +260,11 @@ class _Builder:
             if required:
                 self.problem('fa3_required', field, path)
             return None
-        if isinstance(value, bool) or value not in allowed:
+        try:
+            valid = not isinstance(value, bool) and value in allowed
+        except TypeError:  # unhashable
+            valid = False
+        if not valid:
             self.problem('fa3_invalid_value', field, path)
             return None
         return value
@@ -442,16 +446,17 @@ class _Builder:
             return None, None
         country = party.tax_identifier_country
         if kind == model.EU_VAT:
-            value = self.text(raw, f, path + '/NrVatUE', 14, required=True)
+            value = self.text(raw, f, path + '/NrVatUE', 50, required=True)
             if value is None:
                 return None, None
             value = _COMPACT.sub('', value).upper()
-            if country is None and value[:2].isalpha():
-                country = value[:2]
-            if country == 'GR':
+            prefix = value[:2]
+            if country is None and prefix.isalpha():
+                country = prefix
+            if country == 'GR':  # VAT numbers of Greece use EL
                 country = 'EL'
-            if country and value.startswith(country):
-                value = value[len(country):]
+            if prefix == country or (country, prefix) == ('EL', 'GR'):
+                value = value[2:]
             if country == 'PL':
                 # A Polish buyer is identified by NIP: that is what gives
                 # him access to the invoice in KSeF.
@@ -647,7 +652,7 @@ class _Builder:
         code = line.tax_code
         margin = info.margin = False
         info.code = info.block = info.rate = None
-        if code in TAX_CODES:
+        if type(code) is str and code in TAX_CODES:
             info.code = code
             info.block, rate = TAX_CODES[code]
             if rate is not None and BLOCKS[info.block].tax_pln:

@@ -610,14 +610,17 @@ class BuildSituationsTestCase(FA3TestCase):
             [])
 
     def test_greek_vat_number(self):
-        inv = invoice(buyer=Buyer(name='Eteria', tax_identifier='094259216',
-                tax_identifier_kind=model.EU_VAT,
-                tax_identifier_country='GR',
-                address=Address('GR', 'Odos 1', 'Athina')),
-            lines=[Line('Consulting', D(1), D(100), D(100), 'np II')])
-        data = self.build(inv)
-        self.assertEqual(self.values(data,
-                'f:Podmiot2/f:DaneIdentyfikacyjne/f:KodUE'), ['EL'])
+        for number, country in [('094259216', 'GR'), ('EL094259216', None),
+                ('GR 094 259 216', None), ('EL094259216', 'GR')]:
+            inv = invoice(buyer=Buyer(name='Eteria', tax_identifier=number,
+                    tax_identifier_kind=model.EU_VAT,
+                    tax_identifier_country=country,
+                    address=Address('GR', 'Odos 1', 'Athina')),
+                lines=[Line('Consulting', D(1), D(100), D(100), 'np II')])
+            data = self.build(inv)
+            self.assertEqual(self.values(data,
+                    'f:Podmiot2/f:DaneIdentyfikacyjne/*'),
+                ['EL', '094259216', 'Eteria'])
 
     def test_polish_eu_vat_number_is_a_nip(self):
         "A PL VAT-EU number identifies the buyer by NIP (KSeF access)."
@@ -736,6 +739,40 @@ class BuildSituationsTestCase(FA3TestCase):
                 'f:Fa/f:Adnotacje/f:NoweSrodkiTransportu//*[not(*)]'),
             ['1', '2', '2026-01-10', '1', 'Autex', '1200 km',
                 'VF1AAAAA555555555'])
+
+    def test_optional_party_data(self):
+        "Every optional element of the parties, in schema order."
+        inv = invoice(
+            seller=Seller(nip='PL 526-587-76-35', name='Seller',
+                address=Address('PL', 'ul. Testowa 1', '00-001 Warszawa',
+                    gln='5901234123457'),
+                correspondence_address=Address('PL', 'skr. poczt. 5'),
+                contacts=[Contact(email='a@b.pl'), Contact(phone='+48 1')],
+                eu_vat=True, eori='PL526587763500000', status=1),
+            buyer=Buyer(name='Buyer', tax_identifier='11-11-11-11-11',
+                address=Address('PL', 'ul. Polna 1'),
+                correspondence_address=Address('PL', 'ul. Krzywa 2'),
+                eori='PL111111111100000', buyer_key='K-1',
+                customer_number='C-7'),
+            third_parties=[
+                ThirdParty(role=model.ROLE_RECIPIENT,
+                    tax_identifier='1111111111-00001',
+                    tax_identifier_kind=model.INTERNAL, name='Oddział'),
+                ThirdParty(role=model.ROLE_PAYER, tax_identifier='X-1',
+                    tax_identifier_kind=model.OTHER, share=D('12.5'),
+                    customer_number='P-1'),
+                ThirdParty(role=model.ROLE_ADDITIONAL_BUYER)])
+        data = self.build(inv)
+        self.assertEqual(self.values(data, 'f:Podmiot1/*[not(*)]'),
+            ['PL', 'PL526587763500000', '1'])
+        self.assertEqual(self.values(data,
+                'f:Podmiot1/f:DaneIdentyfikacyjne/f:NIP'), ['5265877635'])
+        self.assertEqual(self.values(data, 'f:Podmiot2/*[not(*)]'),
+            ['PL111111111100000', 'C-7', 'K-1', '2', '2'])
+        self.assertEqual(self.values(data,
+                'f:Podmiot3/f:DaneIdentyfikacyjne/*'),
+            ['1111111111-00001', 'Oddział', 'X-1', '1'])
+        self.assertEqual(self.values(data, 'f:Podmiot3/f:Udzial'), ['12.5'])
 
     def test_text_is_collapsed_like_a_token(self):
         inv = invoice(lines=[Line('  Usługa\n  serwisowa \t ', D(1),
