@@ -4,9 +4,10 @@
 
 One pass over the input checks every value and builds the lxml tree at the
 same time; every problem is collected, with the input field and the XML
-path, and raised together as `FA3DataError`.  The finished tree is then
-validated against the XSD and the semantic checks of `checks`, so a
-document that leaves `build` always passes `validate`.
+path, and raised together as `FA3DataError`.  The totals are computed and
+checked with the same functions and tolerances as `checks` uses, and the
+finished tree is validated against the XSD as a safety net, so a document
+that leaves `build` passes `validate`.
 """
 import datetime
 import re

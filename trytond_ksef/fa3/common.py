@@ -334,8 +334,6 @@ DATA_MESSAGES = {
         "(margin) or with a rate"),
     'fa3_schema_violation': (
         "{field}: the generated XML breaks the FA(3) schema ({detail})"),
-    'fa3_inconsistent': (
-        "{field}: the generated XML fails a semantic check ({detail})"),
     }
 
 
