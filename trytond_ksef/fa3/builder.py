@@ -11,7 +11,7 @@ that leaves `build` passes `validate`.
 """
 import datetime
 import re
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 from decimal import Decimal
 
 from lxml import etree
@@ -162,10 +162,9 @@ def _join(value):
     return value
 
 
-class _Line:
-    "A checked line: values ready to write and to add up."
-    __slots__ = ('element', 'code', 'block', 'sign', 'amount', 'rate',
-        'margin', 'index', 'currency_rate', 'exemption')
+# A checked line: its element and the values to add up.
+_Line = namedtuple('_Line', ['element', 'code', 'block', 'sign', 'amount',
+        'rate', 'margin', 'index', 'currency_rate', 'exemption'])
 
 
 class _Builder:
@@ -621,9 +620,7 @@ class _Builder:
         def P(tag):
             return ('path', i, tag)
         SE = _SubElement
-        info = _Line()
-        info.index = i
-        element = info.element = SE(self.fa_element, _Q_LINE)
+        element = SE(self.fa_element, _Q_LINE)
         number = line.number if line.number is not None else i + 1
         if type(number) is not int or number < 1:
             self.problem('fa3_invalid_value', F('number'),
@@ -651,17 +648,17 @@ class _Builder:
                 if value:
                     SE(element, _Q[tag]).text = value
         code = line.tax_code
-        margin = info.margin = False
-        info.code = info.block = info.rate = None
+        margin = False
+        checked_code = block = tax_rate = None
         if type(code) is str and code in TAX_CODES:
-            info.code = code
-            info.block, rate = TAX_CODES[code]
-            if rate is not None and BLOCKS[info.block].tax_pln:
-                info.rate = rate
+            checked_code = code
+            block, rate = TAX_CODES[code]
+            if rate is not None and BLOCKS[block].tax_pln:
+                tax_rate = rate
         elif code is None:
             if self.invoice.margin:
-                margin = info.margin = True
-                info.block = MARGIN_BLOCK
+                margin = True
+                block = MARGIN_BLOCK
             else:
                 self.problem('fa3_margin_required', F('tax_code'),
                     P('P_12'))
@@ -683,7 +680,6 @@ class _Builder:
         if not _quick(amount, 2, 16):
             amount = self.decimal(amount, F('amount'),
                 P('P_11A' if margin else 'P_11'), 2)
-        info.amount = amount
         if quantity is not None and price is not None and (
                 amount is not None):
             net_price = price - discount if discount else price
@@ -702,7 +698,7 @@ class _Builder:
                 _sub(element, 'P_10', format_decimal(discount))
             SE(element, _Q_GROSS if margin else _Q_NET).text = (
                 format_amount(amount))
-        if info.code:
+        if checked_code:
             SE(element, _Q_CODE).text = code
         if line.annex_15:
             _sub(element, 'P_12_Zal_15', '1')
@@ -719,11 +715,11 @@ class _Builder:
         if rate is not None:
             rate = self.decimal(rate, F('currency_rate'),
                 P('KursWaluty'), 6, QUANTITY_LIMIT, positive=True)
-        info.currency_rate = None
+        currency_rate = None
         if rate is not None and not self.foreign:
             self.problem('fa3_currency_rate_unexpected',
                 F('currency_rate'), P('KursWaluty'))
-        elif self.foreign and info.rate is not None:
+        elif self.foreign and tax_rate is not None:
             # Only taxed lines need the rate (MF sample 22: no KursWaluty
             # on a 0 WDT line in EUR).
             if rate is None:
@@ -732,20 +728,21 @@ class _Builder:
             else:
                 text = format_rate(rate)
             if rate is not None:
-                info.currency_rate = rate
+                currency_rate = rate
                 SE(element, _Q_RATE).text = text
         if line.before_correction:
-            info.sign = -1
+            sign = -1
             _sub(element, 'StanPrzed', '1')
         else:
-            info.sign = 1
-        exemption = info.exemption = line.exemption
+            sign = 1
+        exemption = line.exemption
         if exemption is not None and not isinstance(
                 exemption, model.Exemption):
             self.problem('fa3_invalid_type', F('exemption'),
                 '/Faktura/Fa/FaWiersz[%d]' % (i + 1),
                 expected='an Exemption')
-        return info
+        return _Line(element, checked_code, block, sign, amount, tax_rate,
+            margin, i, currency_rate, exemption)
 
     def invoice_rate(self):
         "The invoice's exchange rate, checked once; None when missing."

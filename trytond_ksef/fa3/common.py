@@ -329,9 +329,6 @@ DATA_MESSAGES = {
     'fa3_margin_required': (
         "{field}: a line without tax code is a margin-scheme line and "
         "needs the invoice's margin scheme"),
-    'fa3_margin_tax_code': (
-        "{field}: a margin-scheme invoice takes lines without tax code "
-        "(margin) or with a rate"),
     'fa3_schema_violation': (
         "{field}: the generated XML breaks the FA(3) schema ({detail})"),
     }
