@@ -49,6 +49,7 @@ def company_nip(company):
 
 class Authorization(ModelSQL, ModelView):
     "KSeF Authorization"
+    __string__ = "KSeF Authorization"
     __name__ = 'ksef.authorization'
 
     company = fields.Many2One(
@@ -221,6 +222,7 @@ class Authorization(ModelSQL, ModelView):
 
 class TokenSetStart(ModelView):
     "Set KSeF Token"
+    __string__ = "Set KSeF Token"
     __name__ = 'ksef.token.set.start'
     authorization = fields.Many2One(
         'ksef.authorization', "Authorization", readonly=True)

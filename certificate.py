@@ -49,6 +49,7 @@ def certificate_error(error):
 
 class Certificate(ModelSQL, ModelView):
     "KSeF Certificate"
+    __string__ = "KSeF Certificate"
     __name__ = 'ksef.certificate'
     _rec_name = 'subject'
 
@@ -250,6 +251,7 @@ def _key_der(key):
 
 class CertificateUploadStart(ModelView):
     "Upload KSeF Certificate"
+    __string__ = "Upload KSeF Certificate"
     __name__ = 'ksef.certificate.upload.start'
     authorization = fields.Many2One(
         'ksef.authorization', "Authorization", required=True,

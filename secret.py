@@ -22,6 +22,7 @@ from .exceptions import KSeFConfigurationError
 
 class Secret(ModelSQL):
     "KSeF Secret"
+    __string__ = "KSeF Secret"
     __name__ = 'ksef.secret'
     company = fields.Many2One(
         'company.company', "Company", required=True, ondelete='CASCADE')
@@ -36,7 +37,7 @@ class Secret(ModelSQL):
         cls.__rpc__ = {}
 
     @staticmethod
-    def _context(owner, kind):
+    def _aad(owner, kind):
         return ('%s|%s' % (owner, kind)).encode('utf-8')
 
     @classmethod
@@ -44,7 +45,7 @@ class Secret(ModelSQL):
         "Encrypt `data` and keep it as the `kind` secret of `owner`."
         owner = str(owner)
         blob = core_secrets.encrypt(
-            secret_key(), data, cls._context(owner, kind))
+            secret_key(), data, cls._aad(owner, kind))
         records = cls.search([('owner', '=', owner), ('kind', '=', kind)])
         if records:
             cls.write(records, {'blob': blob})
@@ -65,7 +66,7 @@ class Secret(ModelSQL):
             return None
         try:
             return core_secrets.decrypt(
-                secret_key(), records[0].blob, cls._context(owner, kind))
+                secret_key(), records[0].blob, cls._aad(owner, kind))
         except core_secrets.SecretError as error:
             raise KSeFConfigurationError(
                 gettext('ksef.msg_' + error.code)) from error

@@ -5,7 +5,6 @@ import base64
 import binascii
 
 from proteus import Model
-
 from trytond.pool import Pool
 from trytond.transaction import Transaction
 
