@@ -44,8 +44,6 @@ import base64
 import binascii
 import copy
 import datetime
-import functools
-import os
 from dataclasses import dataclass
 
 import cryptography.exceptions
@@ -290,59 +288,11 @@ def build_auth_token_request(challenge, context,
         for key, tag in _ALLOWED_IPS:
             for value in allowed_ips.get(key) or ():
                 etree.SubElement(ips, _qn(NS_AUTH, tag)).text = str(value)
-    errors = _schema_errors(root)
+    errors = xmlutil.schema_errors('auth', root)
     if errors:
         raise RequestError('xades_request_invalid',
             errors='; '.join(message for _, _, message in errors))
     return etree.tostring(root, xml_declaration=True, encoding='UTF-8')
-
-
-@functools.lru_cache(maxsize=None)
-def _literal_anchors():
-    """{element local name: (prefix, suffix)} for the auth XSD patterns
-    written with regex anchors.
-
-    MF wrote ``^P[A-Z]{2}[0-9]{6}$`` (PeppolId) and ``(...)$`` (NipVatUe).
-    XSD patterns are always anchored and have no ``^``/``$`` operators, so
-    a conforming validator (libxml2) reads them as literal characters and
-    refuses every real value, e.g. the docs' own ``5265877635-ATU12345678``.
-    KSeF documents those values as valid, so the anchors are read as MF
-    meant them.  Derived from the XSD itself: a fixed XSD needs nothing.
-    """
-    xsd = '{http://www.w3.org/2001/XMLSchema}'
-    with open(os.path.join(xmlutil.SCHEMA_DIR, *xmlutil.SCHEMAS['auth']),
-            'rb') as f:
-        schema = xmlutil.parse(f.read())
-    anchored = {}
-    for simple_type in schema.iter(xsd + 'simpleType'):
-        for pattern in simple_type.iter(xsd + 'pattern'):
-            value = pattern.get('value') or ''
-            prefix = '^' if value.startswith('^') else ''
-            suffix = '$' if value.endswith('$') else ''
-            if (prefix or suffix) and simple_type.get('name'):
-                anchored[simple_type.get('name')] = (prefix, suffix)
-    result = {}
-    for element in schema.iter(xsd + 'element'):
-        type_ = (element.get('type') or '').rpartition(':')[2]
-        if type_ in anchored and element.get('name'):
-            result[element.get('name')] = anchored[type_]
-    return result
-
-
-def _schema_errors(root):
-    """xmlutil.schema_errors('auth', root) with MF's anchors read as
-    anchors (see _literal_anchors): a copy carries them literally."""
-    anchors = _literal_anchors()
-    checked = root
-    if any(etree.QName(e).localname in anchors
-            for e in root.iter(etree.Element)):
-        checked = copy.deepcopy(root)
-        for element in checked.iter(etree.Element):
-            prefix, suffix = anchors.get(etree.QName(element).localname,
-                ('', ''))
-            if (prefix or suffix) and element.text is not None:
-                element.text = prefix + element.text + suffix
-    return xmlutil.schema_errors('auth', checked)
 
 
 # --------------------------------------------------------------------------
@@ -930,7 +880,7 @@ def _verified_request(signed_octets, cert_der, signing_time, method):
             if etree.QName(element).namespace == NS_AUTH_20:
                 element.tag = _qn(NS_AUTH, etree.QName(element).localname)
         etree.cleanup_namespaces(checked)
-    errors = _schema_errors(checked)
+    errors = xmlutil.schema_errors('auth', checked)
     if errors:
         raise SignatureError('xades_schema_invalid',
             errors='; '.join(message for _, _, message in errors))

@@ -27,6 +27,11 @@ SCHEMAS = {
     'upo': ('upo', 'upo-v4-3.xsd'),
     }
 
+# Schemas whose patterns MF wrote with regular-expression anchors; see
+# _strip_anchors.
+ANCHORED_PATTERNS = frozenset({'auth'})
+NS_XSD = 'http://www.w3.org/2001/XMLSchema'
+
 NS_FA3 = 'http://crd.gov.pl/wzor/2025/06/25/13775/'
 NS_AUTH = 'http://ksef.mf.gov.pl/auth/token/2.1'
 NS_UPO = 'http://upo.schematy.mf.gov.pl/KSeF/v4-3'
@@ -73,15 +78,49 @@ def parse(data, max_size=MAX_DOCUMENT_SIZE):
     return root
 
 
+def _strip_anchors(doc):
+    """Remove a leading ``^`` and a trailing ``$`` from every xsd:pattern
+    of `doc` (in memory; the packaged file stays MF's own).
+
+    MF's auth XSD writes ``^P[A-Z]{2}[0-9]{6}$`` (PeppolId) and ``(...)$``
+    (NipVatUe).  XSD patterns are always anchored and have no ``^``/``$``
+    operators, so a conforming engine (libxml2) reads them as literal
+    characters and refuses every real value, e.g. the docs' own
+    ``5265877635-ATU12345678``; KSeF (.NET regular expressions) reads them
+    as anchors and accepts those values.  Without them the patterns mean
+    exactly what KSeF checks.  An escaped ``\\$`` is not an XSD escape,
+    and a ``^`` at position 0 cannot be inside a character class, so
+    nothing else is changed.  Returns the number of patterns changed.
+    """
+    changed = 0
+    for pattern in doc.iter('{%s}pattern' % NS_XSD):
+        value = pattern.get('value') or ''
+        new = value[1:] if value.startswith('^') else value
+        if new.endswith('$'):
+            backslashes = len(new[:-1]) - len(new[:-1].rstrip('\\'))
+            if backslashes % 2 == 0:
+                new = new[:-1]
+        if new != value:
+            pattern.set('value', new)
+            changed += 1
+    return changed
+
+
 @functools.lru_cache(maxsize=None)
 def schema(name):
-    "Return the compiled packaged XMLSchema `name` ('fa3', 'auth', 'upo')."
+    """Return the compiled packaged XMLSchema `name` ('fa3', 'auth', 'upo').
+
+    The auth schema is compiled from a copy whose pattern anchors are
+    removed (:func:`_strip_anchors`): every user of it — the XAdES builder
+    and verifier, the simulator — then accepts what KSeF accepts."""
     folder, filename = SCHEMAS[name]
     parser = _parser()
     parser.resolvers.add(_LocalCrdResolver())
     path = os.path.join(SCHEMA_DIR, folder, filename)
     with open(path, 'rb') as f:
         doc = etree.parse(f, parser, base_url=path)
+    if name in ANCHORED_PATTERNS:
+        _strip_anchors(doc)
     return etree.XMLSchema(doc)
 
 

@@ -252,6 +252,42 @@ class AuthenticationTest(SimulatorCase):
         self.assertEqual(status['authenticationMethod'],
             'QualifiedSignature')
 
+    def test_nip_vat_ue_context(self):
+        """A NipVatUe context as KSeF documents it is accepted (MF's XSD
+        pattern ends with a '$' that xmlutil reads as an anchor); a value
+        the pattern refuses is still 21401."""
+        cert = testcerts.make_certificate(nip=NIP, seal=True)
+        value = NIP + '-ATU12345678'
+        challenge = self.client.post('/auth/challenge').json()['challenge']
+        signed = T.signed_auth_request(challenge, value, *cert,
+            context_type='nipVatUe')
+        response = self.client.post('/auth/xades-signature', content=signed,
+            headers={'Content-Type': 'application/xml'})
+        self.assertEqual(response.status_code, 202, response.text)
+        body = response.json()
+        status = T.wait_auth(self.client, body['referenceNumber'],
+            body['authenticationToken']['token'])
+        self.assertEqual(status['status']['code'], 200, status)
+
+        challenge = self.client.post('/auth/challenge').json()['challenge']
+        unsigned = T.xades.build_auth_token_request(challenge,
+            ('nipVatUe', value)).replace(b'ATU12345678', b'ATU1234567')
+        signed = T.xades.sign(unsigned, *cert)
+        response = self.client.post('/auth/xades-signature', content=signed,
+            headers={'Content-Type': 'application/xml'})
+        self.assertKSeFError(response, 21401)
+
+    def test_peppol_id_context_passes_the_schema(self):
+        """PeppolId 'PPL123456' passes the XSD (then needs a Peppol
+        provider's certificate: 21117, not 21401)."""
+        cert = testcerts.make_certificate(nip=NIP, seal=True)
+        challenge = self.client.post('/auth/challenge').json()['challenge']
+        signed = T.signed_auth_request(challenge, 'PPL123456', *cert,
+            context_type='peppolId')
+        response = self.client.post('/auth/xades-signature', content=signed,
+            headers={'Content-Type': 'application/xml'})
+        self.assertKSeFError(response, 21117)
+
     def test_tampered_signature(self):
         response = self.xades(mutate=lambda s: s.replace(
                 b'certificateSubject</', b'certificateFingerprint</'))
