@@ -354,6 +354,16 @@ class Simulator:
             entry['clientTimedOut'] = True
             self.log.finish(entry, started)
             raise
+        except Exception as exc:
+            # A simulator bug must not pass unnoticed: a 500, a recorded
+            # violation (Simulator.check() raises) and a traceback.
+            logger.exception("simulator error on %s %s", request.method,
+                request.path)
+            entry['error'] = type(exc).__name__
+            self._violation(request.method, request.path, 500,
+                ["simulator error: %s" % type(exc).__name__])
+            response = self._problem(500, "Internal Server Error",
+                "Simulator error: %s" % type(exc).__name__, request.path)
         entry['status'] = response.status_code
         self.log.finish(entry, started)
         return response(environ, start_response)
@@ -578,10 +588,13 @@ class Simulator:
             error.description or "", path)
 
     def _authorize(self, request, kind):
-        header = request.headers.get('Authorization', '')
-        if not header.startswith('Bearer '):
+        # The scheme is case-insensitive (RFC 7235; ASP.NET's JwtBearer,
+        # which KSeF runs on, compares it so).
+        scheme, _, credentials = request.headers.get(
+            'Authorization', '').strip().partition(' ')
+        if scheme.lower() != 'bearer' or not credentials.strip():
             raise _KSeFError(401, description="Brak tokenu dostępowego.")
-        claims = self._signer.check(header[7:].strip())
+        claims = self._signer.check(credentials.strip())
         if not claims or claims.get('typ') != kind:
             raise _KSeFError(401, description="Nieprawidłowy token.")
         token = self.tokens.get(claims.get('jti'))
@@ -721,7 +734,8 @@ class Simulator:
         if not (certificate.not_before <= now <= certificate.not_after):
             final = status(460, "Uwierzytelnianie zakończone niepowodzeniem "
                 "z powodu błędu certyfikatu", ["Nieważny certyfikat"])
-        elif request.args.get('verifyCertificateChain') == 'true':
+        elif (request.args.get('verifyCertificateChain') or '').lower() \
+                == 'true':
             final = status(460, "Uwierzytelnianie zakończone niepowodzeniem "
                 "z powodu błędu certyfikatu",
                 ["Niezaufany łańcuch certyfikatów"])

@@ -101,10 +101,10 @@ class Latarnia:
                     params={'event': event_id})
             event['end'] = _aware(end) if end is not None else now
             event['version'] += 1
-            self._publish(event_id, 'FAILURE_END',
-                "Koniec: " + self._messages[-1]['title']
-                if self._messages else "Koniec", "Zdarzenie zakończone.",
-                now)
+            title = next((m['title'] for m in reversed(self._messages)
+                    if m['eventId'] == event_id), "")
+            self._publish(event_id, 'FAILURE_END', "Koniec: " + title,
+                "Zdarzenie zakończone.", now)
 
     def clear(self):
         with self._lock:

@@ -43,10 +43,39 @@ def spec_dict():
         return json.load(f)
 
 
+def _nullable_references(node):
+    """Make ``{"allOf": [...], "nullable": true}`` accept null, in place.
+
+    The spec (generated from KSeF's .NET models) marks nullable references
+    that way, e.g. ``hashOfCorrectedInvoice``, ``compressionType``,
+    ``authorizationPolicy``, ``ksefNumber``.  OpenAPI 3.0.3 gives
+    ``nullable`` effect only next to a ``type``, so a strict validator
+    refuses the null that KSeF accepts (the docs' own send-invoice example
+    has ``"hashOfCorrectedInvoice": null``) and that clients serialising
+    every property send.  The reference is rewritten as "the reference or
+    null"; non-null values are checked exactly as before.  Returns the
+    number of schemas changed.
+    """
+    changed = 0
+    if isinstance(node, dict):
+        if node.get('nullable') is True and 'allOf' in node \
+                and 'type' not in node:
+            node['anyOf'] = [{'allOf': node.pop('allOf')},
+                {'nullable': True, 'enum': [None]}]
+            changed += 1
+        for value in node.values():
+            changed += _nullable_references(value)
+    elif isinstance(node, list):
+        for value in node:
+            changed += _nullable_references(value)
+    return changed
+
+
 @functools.lru_cache(maxsize=None)
 def _openapi():
     spec = json.loads(json.dumps(spec_dict()))
     spec['servers'] = [{'url': '/v2'}]
+    _nullable_references(spec)
     config = Config(extra_media_type_deserializers={
         'application/xml': _xml_as_text,
         'application/problem+json': _json_document,

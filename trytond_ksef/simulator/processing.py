@@ -172,7 +172,6 @@ def process_invoice(sim, invoice, plain, declared=None):
             % (original.ksef_number, original.session.reference)], {
             'originalSessionReferenceNumber': original.session.reference,
             'originalKsefNumber': original.ksef_number,
-            'originalInvoiceHash': original.invoice_hash,
             })
     offline = invoice.offline_declared or (
         fields['issue_date'] < acceptance_day)
@@ -180,7 +179,8 @@ def process_invoice(sim, invoice, plain, declared=None):
     invoice.ksef_number = sim.new_ksef_number(fields['seller_nip'],
         acceptance_day)
     invoice.acquisition_date = now
-    invoice.permanent_storage_date = now
+    # open-api: "always later than acquisitionDate" (stored just after).
+    invoice.permanent_storage_date = now + dt.timedelta(milliseconds=1)
     invoice.content = plain
     invoice.status = status(200, "Sukces")
     invoice.upo = upo.invoice_upo(invoice)

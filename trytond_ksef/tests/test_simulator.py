@@ -4,6 +4,7 @@
 checks, duplicates, offline mode, technical corrections, batch, UPO."""
 import base64
 import datetime as dt
+import json
 import time
 import unittest
 
@@ -168,6 +169,101 @@ class ContractTest(SimulatorCase):
         response = self.client.post('/auth/challenge')
         self.assertEqual(response.status_code, 500)
         self.assertEqual(len(self.sim.contract_violations), 1)
+        with self.assertRaises(AssertionError):
+            self.sim.check()
+        self.sim.contract_violations.clear()
+
+    def test_every_route_is_a_spec_operation(self):
+        "Each /v2 route is an operation of open-api.json (so validated)."
+        from trytond_ksef.simulator import app, openapi
+        for method, template, _, _ in app.ROUTES:
+            with self.subTest(method=method, template=template):
+                self.assertIsNotNone(openapi.operation(method, template))
+
+    def test_null_for_nullable_fields(self):
+        """KSeF accepts null where the spec says nullable, also for the
+        properties written as a nullable allOf reference (the docs' own
+        example sends "hashOfCorrectedInvoice": null)."""
+        token = self.token()
+        key, info = T.encryption(self.client)
+        response = self.client.post('/sessions/online',
+            headers=T.bearer(token), json={'formCode': T.FA3,
+                'encryption': dict(info, publicKeyId=None)})
+        self.assertEqual(response.status_code, 201, response.text)
+        session = response.json()['referenceNumber']
+        xml = T.sample_invoice(NIP, 'NULL/1',
+            self.sim.now().astimezone(WARSAW).date())
+        body = T.send_body(key, xml)
+        body['hashOfCorrectedInvoice'] = None
+        response = self.client.post(
+            '/sessions/online/%s/invoices' % session,
+            headers=T.bearer(token), json=body)
+        self.assertEqual(response.status_code, 202, response.text)
+        status = T.wait_invoice(self.client, token, session,
+            response.json()['referenceNumber'])
+        self.assertEqual(status['status']['code'], 200, status)
+
+        archive = T.zip_package({'a.xml': T.sample_invoice(NIP, 'NULL/2',
+                    self.sim.now().astimezone(WARSAW).date())})
+        key, info = T.encryption(self.client)
+        body = T.open_batch_body(info, archive,
+            T.batch_parts(key, archive, len(archive)))
+        body['batchFile']['compressionType'] = None
+        response = self.client.post('/sessions/batch',
+            headers=T.bearer(token), json=body)
+        self.assertEqual(response.status_code, 201, response.text)
+
+        _, secret = self.sim.create_ksef_token(NIP)
+        challenge = self.client.post('/auth/challenge').json()
+        key_id, public = T.public_key(self.client, 'KsefTokenEncryption')
+        plain = '%s|%d' % (secret, challenge['timestampMs'])
+        response = self.client.post('/auth/ksef-token', json={
+                'challenge': challenge['challenge'],
+                'contextIdentifier': {'type': 'Nip', 'value': NIP},
+                'encryptedToken': crypto.b64(
+                    crypto.rsa_oaep_encrypt(public, plain.encode())),
+                'publicKeyId': None, 'authorizationPolicy': None})
+        self.assertEqual(response.status_code, 202, response.text)
+
+    def test_nullable_reference_still_checked(self):
+        "A non-null value of a nullable reference is checked as before."
+        token = self.token()
+        session, key = T.open_online(self.client, token)
+        body = T.send_body(key, T.sample_invoice(NIP, 'NULL/3'))
+        body['hashOfCorrectedInvoice'] = 'not a hash'
+        response = self.client.post(
+            '/sessions/online/%s/invoices' % session,
+            headers=T.bearer(token), json=body)
+        detail = self.assertKSeFError(response, 21405)
+        self.assertTrue(any('hashOfCorrectedInvoice' in d
+                for d in detail['details']), detail)
+
+    def test_lenient_where_ksef_is(self):
+        """Unknown JSON properties are ignored, a charset parameter on the
+        content type is fine and the Bearer scheme is case-insensitive."""
+        token = self.token()
+        key, info = T.encryption(self.client)
+        body = {'formCode': T.FA3, 'encryption': info, 'futureField': 1}
+        response = self.client.post('/sessions/online', headers={
+                'Authorization': 'bearer ' + token,
+                'Content-Type': 'application/json; charset=utf-8'},
+            content=json.dumps(body).encode('utf-8'))
+        self.assertEqual(response.status_code, 201, response.text)
+        response = self.client.post('/sessions/online', headers={
+                'Authorization': 'Basic ' + token}, json=body)
+        self.assertEqual(response.status_code, 401)
+
+    def test_simulator_error_is_loud(self):
+        "An exception in a handler: 500, a violation and a log entry."
+        def broken(request, ctx):
+            raise RuntimeError("bug")
+
+        self.sim._challenge = broken
+        with self.assertLogs('trytond_ksef.simulator', 'ERROR'):
+            response = self.client.post('/auth/challenge')
+        self.assertEqual(response.status_code, 500)
+        self.assertIn('RuntimeError', response.json()['detail'])
+        self.assertEqual(self.sim.log.entries()[-1]['status'], 500)
         with self.assertRaises(AssertionError):
             self.sim.check()
         self.sim.contract_violations.clear()
@@ -694,8 +790,9 @@ class OnlineSessionTest(SimulatorCase):
             first['ksefNumber'])
         self.assertEqual(extensions['originalSessionReferenceNumber'],
             session)
-        self.assertEqual(extensions['originalInvoiceHash'],
-            crypto.sha256_b64(xml))
+        # exactly the extensions open-api.json names for 440
+        self.assertEqual(set(extensions), {'originalKsefNumber',
+                'originalSessionReferenceNumber'})
         self.assertEqual(second['invoiceNumber'], 'FV/7/2026')
         # another RodzajFaktury with the same number is not a duplicate
         other_kind = T.sample_invoice(NIP, number='FV/7/2026',

@@ -327,6 +327,15 @@ class LatarniaTest(unittest.TestCase):
             '2026-03-01T11:00:00.000000+00:00')
         self.assertEqual(messages[1]['eventId'], event)
 
+    def test_end_names_its_own_event(self):
+        failure = self.sim.latarnia.announce('FAILURE', title="Awaria A")
+        self.sim.latarnia.announce('MAINTENANCE', title="Prace B",
+            end='2026-03-02T10:00:00Z')
+        self.sim.latarnia.end(failure)
+        last = self.client.get('/messages').json()[-1]
+        self.assertEqual((last['eventId'], last['title']),
+            (failure, "Koniec: Awaria A"))
+
     def test_total_failure_wins(self):
         self.sim.latarnia.announce('FAILURE')
         self.sim.latarnia.announce('TOTAL_FAILURE')
