@@ -450,7 +450,10 @@ class Simulator:
                             "Token wygasł (symulowana awaria)."))
                 with self._lock:
                     ctx = self._authorize(request, token_kind)
-            key = (request.method, template,
+            # Counted per group of operations, per (context, client IP);
+            # the public endpoints (no group) per operation and IP.
+            group = openapi.rate_limit_group(request.method, template)
+            key = (group or (request.method, template),
                 ctx['operation'].context if ctx else None,
                 request.remote_addr)
             wait = self.limiter.hit(key,

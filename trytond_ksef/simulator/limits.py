@@ -2,10 +2,12 @@
 # this repository contains the full copyright notices and license terms.
 """Request rate limits (PROTOCOL.md §16, open-api ``x-rate-limits``).
 
-Counted per operation and per (context, client IP) pair — per client IP for
-unauthenticated endpoints — in sliding windows of one second, one minute
-and one hour, all thresholds at once.  The values are those of the spec
-(TEST = PRD since 2.5.0).
+Counted per group of operations (``onlineSession``, ``invoiceSend``,
+``other``... as the spec names them; an operation without a group on its
+own) and per (context, client IP) pair — per client IP for unauthenticated
+endpoints — in sliding windows of one second, one minute and one hour, all
+thresholds at once.  The values are those of the spec (TEST = PRD since
+2.5.0).  The caller builds the key (see the simulator's application).
 
 `time_scale` shrinks the windows for tests: with ``time_scale=0.001`` a
 second lasts 1 ms, a minute 60 ms and an hour 3.6 s.  ``Retry-After`` is

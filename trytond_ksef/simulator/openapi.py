@@ -12,6 +12,7 @@ parses untrusted XML only with :func:`trytond_ksef.xmlutil.parse`.
 import functools
 import json
 import os
+import re
 import threading
 
 from openapi_core import Config, OpenAPI
@@ -92,6 +93,35 @@ def rate_limits(method, template):
     "x-rate-limits of an operation: {'perSecond':.., 'perMinute':..}."
     op = operation(method, template) or {}
     return op.get('x-rate-limits') or {}
+
+
+_GROUP_RE = re.compile(r'\|\s*([A-Za-z]\w*)\s*$')
+
+
+def rate_limit_group(method, template):
+    """The rate-limit group of an operation (``onlineSession``,
+    ``other``...), or None when the spec names none.
+
+    KSeF counts requests per group, not per operation (open and close of an
+    online session share ``onlineSession``; tokens, certificates and
+    ``/auth/sessions`` share ``other``): the groups are the properties of
+    ``GET /rate-limits`` and the last column of each operation's 429
+    description table, which is where they are read from."""
+    op = operation(method, template) or {}
+    text = ((op.get('responses') or {}).get('429') or {}).get(
+        'description') or ''
+    for line in reversed(text.strip().splitlines()):
+        match = _GROUP_RE.search(line.strip())
+        if match and match.group(1) in _groups():
+            return match.group(1)
+        break
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _groups():
+    schemas = spec_dict()['components']['schemas']
+    return frozenset(schemas['EffectiveApiRateLimits']['properties'])
 
 
 def _describe(error):

@@ -274,6 +274,41 @@ class RateLimitTest(unittest.TestCase):
                 headers=T.bearer(token)).status_code, 200)
         sim.check()
 
+    def test_group_shared_by_operations(self):
+        """KSeF counts per group: opening and closing online sessions
+        share onlineSession's 10 a second."""
+        sim = Simulator(processing_delay=0)
+        sim.limiter = RateLimiter(monotonic=lambda: 0.0)
+        client = httpx.Client(transport=sim.transport(),
+            base_url='http://ksef.test/v2')
+        token = T.authenticate(client, NIP, cert=testcertificate())
+        sessions = [T.open_online(client, token)[0] for _ in range(6)]
+        codes = [client.post('/sessions/online/%s/close' % ref,
+                headers=T.bearer(token)).status_code for ref in sessions]
+        self.assertEqual(codes, [204] * 4 + [429] * 2)
+        # another group is not affected
+        self.assertEqual(client.get('/sessions/%s' % sessions[0],
+                headers=T.bearer(token)).status_code, 200)
+        sim.check()
+
+    def test_groups_from_the_spec(self):
+        from trytond_ksef.simulator import openapi
+        for method, template, group in [
+                ('POST', '/sessions/online', 'onlineSession'),
+                ('POST', '/sessions/online/{referenceNumber}/close',
+                    'onlineSession'),
+                ('POST', '/sessions/online/{referenceNumber}/invoices',
+                    'invoiceSend'),
+                ('GET', '/sessions/{referenceNumber}/upo/'
+                    '{upoReferenceNumber}', 'sessionMisc'),
+                ('GET', '/tokens', 'other'),
+                ('DELETE', '/auth/sessions/current', 'other'),
+                ('POST', '/auth/challenge', None),
+                ]:
+            with self.subTest(template=template):
+                self.assertEqual(
+                    openapi.rate_limit_group(method, template), group)
+
     def test_public_endpoint_per_ip(self):
         sim = Simulator(processing_delay=0)
         client = httpx.Client(transport=sim.transport(),
