@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import random
+import time
 import unittest
 
 import httpx
@@ -26,8 +27,10 @@ from trytond_ksef.client import (
 )
 from trytond_ksef.errors import (
     DuplicateInvoice,
+    NetworkError,
     NoPublicKey,
     OutcomeUnknown,
+    ServerError,
     SessionClosed,
 )
 
@@ -332,13 +335,105 @@ class TestFaultsOverHTTP(FlowTestCase):
         try:
             status = client.get_ksef_status()
             self.assertEqual(status.state, 'FAILURE')
+            self.assertFalse(status.is_available)
+            self.assertEqual([m.event_id for m in status.messages], [event])
             messages = client.get_ksef_messages()
             mine = [m for m in messages if m.event_id == event]
             self.assertEqual(mine[0].category, 'FAILURE')
             self.assertEqual(mine[0].type, 'FAILURE_START')
             self.assertIsNotNone(mine[0].start)
+            self.assertIsNone(mine[0].end)
+
+            self.simulator.latarnia.end(event)
+            self.assertTrue(client.get_ksef_status().is_available)
+            mine = [m for m in client.get_ksef_messages()
+                if m.event_id == event]
+            self.assertEqual([m.type for m in mine],
+                ['FAILURE_START', 'FAILURE_END'])
+            self.assertIsNotNone(mine[-1].end)
+
+            total = self.simulator.latarnia.announce('TOTAL_FAILURE')
+            status = client.get_ksef_status()
+            self.assertEqual(status.state, 'TOTAL_FAILURE')
+            self.assertEqual(status.messages[0].category, 'TOTAL_FAILURE')
+            self.assertEqual(status.messages[0].event_id, total)
         finally:
             self.simulator.latarnia.clear()
+
+    def test_status_service_down(self):
+        "Latarnia unreachable: a transient error after the retries."
+        client = self.client()
+        self.simulator.faults.add('outage', path='^/latarnia/',
+            persistent=True)
+        with self.assertRaises(ServerError) as cm:
+            client.get_ksef_status()
+        self.assertTrue(cm.exception.transient)
+        self.simulator.faults.clear()
+        self.simulator.faults.add('outage', path='^/latarnia/',
+            mode='drop', persistent=True)
+        with self.assertRaises(NetworkError) as cm:
+            client.get_ksef_status()
+        self.assertTrue(cm.exception.transient)
+
+    def test_connection_refused(self):
+        "KSeF's port closed: retried, then a transient NetworkError."
+        server = serve_in_thread(port=0, processing_delay=0.05)
+        try:
+            client = KSeFClient(server.base_url, credentials=(
+                    CertificateCredentials(self.context,
+                        *testcerts.make_certificate('authentication',
+                            nip=self.nip, seal=True))),
+                retry=RetryPolicy(backoff_initial=0.01, backoff_max=0.02),
+                timeout=httpx.Timeout(5.0), poll=PollPolicy(interval=0.05))
+            self.addCleanup(client.close)
+            session = client.open_online_session()
+        finally:
+            server.stop()
+        for call in (lambda: client.get_session_status(session),
+                lambda: client.send_invoice(session,
+                    mf_sample(SAMPLES[0], self.nip))):
+            with self.assertRaises(NetworkError) as cm:
+                call()
+            self.assertTrue(cm.exception.transient)
+
+    def test_timeout_on_send_is_outcome_unknown(self):
+        """No answer in time to a send: the invoice may be accepted, so
+        the client does not resend it; the status list finds it."""
+        client = self.client(timeout=httpx.Timeout(0.3))
+        session = client.open_online_session()
+        invoice = mf_sample(SAMPLES[0], self.nip)
+        self.simulator.faults.add('delay', delay=0.6, method='POST',
+            path=r'/sessions/online/.*/invoices$')
+        log = len(self.simulator.log.entries())
+        with self.assertRaises(OutcomeUnknown) as cm:
+            client.send_invoice(session, invoice)
+        self.assertEqual(cm.exception.params['reason'], 'ReadTimeout')
+        found = None
+        for _ in range(50):
+            found = client.find_session_invoice(session,
+                crypto.sha256_b64(invoice))
+            if found is not None:
+                break
+            time.sleep(0.05)
+        self.assertIsNotNone(found)
+        self.assertTrue(client.wait_for_invoice(session,
+                found.reference_number).is_success)
+        sends = [e for e in self.simulator.log.entries()[log:]
+            if e.get('operation', '').endswith('/invoices')
+            and e['method'] == 'POST']
+        self.assertEqual(len(sends), 1)
+
+    def test_outage_drop_on_send_is_outcome_unknown(self):
+        "The connection dropped by KSeF mid-request: no blind resend."
+        client = self.client()
+        session = client.open_online_session()
+        self.simulator.faults.add('outage', mode='drop', method='POST',
+            path=r'/sessions/online/.*/invoices$')
+        with self.assertRaises(OutcomeUnknown) as cm:
+            client.send_invoice(session, mf_sample(SAMPLES[0], self.nip))
+        self.assertTrue(cm.exception.transient)
+        self.assertIsNone(client.find_session_invoice(session,
+            cm.exception.params['invoice_hash']))
 
     def test_every_key_withdrawn(self):
         "21470, and the reloaded list has no usable key: NoPublicKey."
