@@ -44,6 +44,7 @@ import base64
 import binascii
 import copy
 import datetime
+import re
 from dataclasses import dataclass
 
 import cryptography.exceptions
@@ -73,6 +74,9 @@ AUTH_NAMESPACES = (NS_AUTH, NS_AUTH_20)
 SIGNED_PROPERTIES_TYPE = 'http://uri.etsi.org/01903#SignedProperties'
 ENVELOPED = 'http://www.w3.org/2000/09/xmldsig#enveloped-signature'
 EXC_C14N = 'http://www.w3.org/2001/10/xml-exc-c14n#'
+XPATH_FILTER = 'http://www.w3.org/TR/1999/REC-xpath-19991116'
+_SIGNATURE_FILTER = re.compile(
+    r'not\(ancestor-or-self::([A-Za-z_][\w.-]*):Signature\)')
 C14N_10 = 'http://www.w3.org/TR/2001/REC-xml-c14n-20010315'
 
 # Fixed Ids: the unsigned request has no Id attribute (its XSD allows none),
@@ -591,17 +595,36 @@ def _digest(hash_, data):
     return h.finalize()
 
 
+def _is_signature_filter(transform):
+    """Whether `transform` is the XPath filter KSeF allows,
+    ``not(ancestor-or-self::ds:Signature)`` (any prefix bound to the
+    XMLDSig namespace, any spacing).  Over a whole document it selects
+    every node but the signature's: exactly what the enveloped-signature
+    transform removes, so both are verified the same way."""
+    if transform.get('Algorithm') != XPATH_FILTER:
+        return False
+    children = [c for c in transform if isinstance(c.tag, str)]
+    if len(children) != 1 or children[0].tag != _qn(NS_DS, 'XPath'):
+        return False
+    expression = ''.join((children[0].text or '').split())
+    match = _SIGNATURE_FILTER.fullmatch(expression)
+    return bool(match) and children[0].nsmap.get(match.group(1)) == NS_DS
+
+
 def _c14n_transform(algorithms, elements, allow_enveloped):
     """Check a reference's transform chain and return (c14n algorithm,
     its Transform element or None).  Only what KSeF allows, in the forms
-    an enveloped signature uses: [enveloped-signature] then at most one
+    an enveloped signature uses: [enveloped-signature, or the XPath filter
+    ``not(ancestor-or-self::ds:Signature)``] then at most one
     canonicalization."""
     chain = list(algorithms)
     if allow_enveloped:
-        if not chain or chain[0] != ENVELOPED:
+        if not chain or not (chain[0] == ENVELOPED
+                or _is_signature_filter(elements[0])):
             raise SignatureError('xades_unsupported',
                 reason="the document reference must use the "
-                "enveloped-signature transform")
+                "enveloped-signature transform (or the XPath filter "
+                "not(ancestor-or-self::ds:Signature))")
         chain = chain[1:]
         elements = elements[1:]
     if not chain:

@@ -21,7 +21,10 @@ import unittest
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+)
 from cryptography.x509.oid import NameOID
 from lxml import etree
 from signxml.xades import (
@@ -85,6 +88,22 @@ def request(context=('nip', NIP), **kwargs):
 
 def tree(data):
     return etree.fromstring(data)
+
+
+def resign(root, key):
+    """Sign SignedInfo of `root` again (exclusive C14N, SHA-256; ECDSA as
+    R||S) after a test changed it; `root` is changed in place."""
+    signed_info = root.find('.//' + DS + 'SignedInfo')
+    data = etree.tostring(signed_info, method='c14n', exclusive=True)
+    if isinstance(key, rsa.RSAPrivateKey):
+        value = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        size = (key.key_size + 7) // 8
+        value = r.to_bytes(size, 'big') + s.to_bytes(size, 'big')
+    root.find('.//' + DS + 'SignatureValue').text = (
+        base64.b64encode(value).decode())
+    return root
 
 
 def dump(root):
@@ -411,6 +430,44 @@ class SignVerifyMixin(XMLSec1Mixin):
         root.find('.//' + XA + 'SigningTime').text = '2026-01-15T11:00:00Z'
         self.assertRefused(dump(root), 'xades_signed_properties_mismatch',
             9105)
+
+    def xpath_variant(self, expression, prefix='ds',
+            namespace=xades.NS_DS):
+        """The signed request with the document reference's
+        enveloped-signature transform replaced by an XPath filter."""
+        root = tree(self.signed)
+        transform = root.find('.//%sReference[@URI=""]/%sTransforms/%s'
+            'Transform' % (DS, DS, DS))
+        self.assertEqual(transform.get('Algorithm'), xades.ENVELOPED)
+        transform.set('Algorithm', xades.XPATH_FILTER)
+        xpath = etree.SubElement(transform, DS + 'XPath',
+            nsmap={prefix: namespace})
+        xpath.text = expression
+        return dump(resign(root, self.key))
+
+    def test_xpath_filter_instead_of_enveloped(self):
+        """KSeF allows the XPath filter not(ancestor-or-self::ds:Signature)
+        in place of the enveloped-signature transform; xmlsec1 agrees
+        that the signature is valid."""
+        signed = self.xpath_variant(' not(ancestor-or-self::ds:Signature) ')
+        verified = self.verify(signed)
+        self.assertEqual(verified.context, ('nip', NIP))
+        self.assertXMLSec1Accepts(signed, self.cert_der)
+        other_prefix = self.xpath_variant(
+            'not(ancestor-or-self::dsig:Signature)', prefix='dsig')
+        self.assertEqual(self.verify(other_prefix).challenge, CHALLENGE)
+
+    def test_other_xpath_filters_refused(self):
+        "Any other XPath expression is not what KSeF allows: 9105."
+        for expression, prefix, namespace in [
+                ('not(ancestor-or-self::ds:Object)', 'ds', xades.NS_DS),
+                ('true()', 'ds', xades.NS_DS),
+                ('not(ancestor-or-self::x:Signature)', 'x',
+                    'urn:example:not-xmldsig'),
+                ]:
+            with self.subTest(expression=expression):
+                self.assertRefused(self.xpath_variant(expression, prefix,
+                        namespace), 'xades_unsupported', 9105)
 
     def test_tampered_signed_info(self):
         root = tree(self.signed)
