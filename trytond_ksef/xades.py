@@ -700,15 +700,36 @@ def _parse_time(text):
     return value
 
 
+def _is_auth_request(element):
+    return (isinstance(element.tag, str)
+        and etree.QName(element).localname == 'AuthTokenRequest'
+        and etree.QName(element).namespace in AUTH_NAMESPACES)
+
+
+def _enveloped_request(target, signature):
+    """The AuthTokenRequest of an enveloping signature: the only element
+    of `target`, a ds:Object child of `signature`; None otherwise."""
+    if (target is None or target.tag != _qn(NS_DS, 'Object')
+            or target.getparent() is not signature):
+        return None
+    children = [c for c in target if isinstance(c.tag, str)]
+    if len(children) != 1 or not _is_auth_request(children[0]):
+        return None
+    return children[0]
+
+
 def verify(xml, now=None):
     """Verify a signed ``AuthTokenRequest`` as KSeF does and return a
     :class:`VerifiedRequest`; raise :class:`SignatureError` otherwise.
 
-    Checks: readable XML without DOCTYPE; exactly one ``ds:Signature``, a
-    child of the root; accepted algorithms; the signature value against
-    the embedded certificate; one reference ``URI=""`` with the
-    enveloped-signature transform covering the whole document; one
-    reference of type SignedProperties to the ``xades:SignedProperties``
+    Checks: readable XML without DOCTYPE; exactly one ``ds:Signature``,
+    a child of the root (enveloped) or the root itself (enveloping);
+    accepted algorithms; the signature value against the embedded
+    certificate; one reference covering the request: ``URI=""`` with the
+    enveloped-signature transform (or KSeF's XPath filter) over the whole
+    document, or, enveloping, ``#id`` of the ds:Object of the signature
+    whose only element is the AuthTokenRequest; one reference of type
+    SignedProperties to the ``xades:SignedProperties``
     of this signature, digest included; that SigningCertificate (or V2)
     holds the digest of the embedded certificate; the certificate valid at
     `now` (default now; naive means UTC); the signed content valid against
@@ -725,8 +746,11 @@ def verify(xml, now=None):
         document = xmlutil.parse(xml).getroottree()
     except (xmlutil.XMLError, TypeError) as exc:
         raise SignatureError('xades_unreadable', reason=str(exc)) from None
-    if (etree.QName(root).localname != 'AuthTokenRequest'
-            or etree.QName(root).namespace not in AUTH_NAMESPACES):
+    # KSeF takes enveloped (the signature in AuthTokenRequest) and
+    # enveloping (AuthTokenRequest in a ds:Object of the signature)
+    # signatures; detached ones are refused.
+    enveloping = root.tag == _qn(NS_DS, 'Signature')
+    if not enveloping and not _is_auth_request(root):
         raise _malformed("the root element is not AuthTokenRequest")
 
     signatures = list(root.iter(_qn(NS_DS, 'Signature')))
@@ -736,10 +760,10 @@ def verify(xml, now=None):
         raise SignatureError('xades_too_many_signatures',
             count=len(signatures))
     signature, = signatures
-    if signature.getparent() is not root:
+    if not enveloping and signature.getparent() is not root:
         raise SignatureError('xades_unsupported',
-            reason="only an enveloped signature in the root element is "
-            "accepted")
+            reason="only an enveloped signature in the root element or an "
+            "enveloping one is accepted")
 
     ids = {}
     for element in root.iter(etree.Element):
@@ -790,7 +814,7 @@ def verify(xml, now=None):
     document_refs, properties_refs, other_refs = [], [], []
     for reference in signed_info.iterfind(_qn(NS_DS, 'Reference')):
         uri = reference.get('URI')
-        if uri == '':
+        if uri == '' and not enveloping:
             document_refs.append(reference)
         elif uri is None or not uri.startswith('#'):
             raise SignatureError('xades_unsupported',
@@ -798,25 +822,39 @@ def verify(xml, now=None):
                 "accepted)" % uri)
         elif reference.get('Type') == SIGNED_PROPERTIES_TYPE:
             properties_refs.append(reference)
+        elif enveloping and _enveloped_request(ids.get(uri[1:]),
+                signature) is not None:
+            document_refs.append(reference)
         else:
             other_refs.append(reference)
     if len(document_refs) != 1:
         raise SignatureError('xades_unsupported',
             reason="exactly one reference must cover the whole document "
-            "(URI=\"\")")
+            "(URI=\"\", or the ds:Object holding AuthTokenRequest in an "
+            "enveloping signature)")
     if len(properties_refs) != 1:
         raise _malformed("exactly one reference to SignedProperties "
             "is required")
 
-    # 1. The whole document minus the signature.
     algorithms, elements, hash_, expected = _reference_parts(
         document_refs[0])
-    algorithm, transform = _c14n_transform(algorithms, elements, True)
-    copied = document.getroot()
-    _remove_keeping_tail(copied.find(_qn(NS_DS, 'Signature')))
-    signed_octets = _c14n(document, algorithm, transform)
-    if _digest(hash_, signed_octets) != expected:
-        raise SignatureError('xades_bad_digest')
+    if enveloping:
+        # 1. The ds:Object holding the request; the request's own octets
+        # are what the caller gets.
+        target = ids[document_refs[0].get('URI')[1:]]
+        algorithm, transform = _c14n_transform(algorithms, elements, False)
+        if _digest(hash_, _c14n(target, algorithm, transform)) != expected:
+            raise SignatureError('xades_bad_digest')
+        signed_octets = _c14n(_enveloped_request(target, signature),
+            algorithm, transform)
+    else:
+        # 1. The whole document minus the signature.
+        algorithm, transform = _c14n_transform(algorithms, elements, True)
+        copied = document.getroot()
+        _remove_keeping_tail(copied.find(_qn(NS_DS, 'Signature')))
+        signed_octets = _c14n(document, algorithm, transform)
+        if _digest(hash_, signed_octets) != expected:
+            raise SignatureError('xades_bad_digest')
 
     # 2. SignedProperties of this very signature.
     reference = properties_refs[0]

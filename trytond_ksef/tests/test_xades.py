@@ -469,6 +469,57 @@ class SignVerifyMixin(XMLSec1Mixin):
                 self.assertRefused(self.xpath_variant(expression, prefix,
                         namespace), 'xades_unsupported', 9105)
 
+    def enveloping(self, unsigned=None):
+        """An enveloping signature (AuthTokenRequest in a ds:Object of
+        the signature) made with the module's signer profile."""
+        from signxml import methods
+        certificate = x509.load_der_x509_certificate(self.cert_der)
+        signer = xades._KSeFXAdESSigner(self.cert_der, certificate,
+            SIGNING_TIME, signature_algorithm=self.signature_method,
+            method=methods.enveloping)
+        return dump(signer.sign(tree(unsigned or self.unsigned),
+                key=self.key, always_add_key_value=False))
+
+    def test_enveloping_accepted(self):
+        "KSeF takes enveloping signatures too; xmlsec1 agrees."
+        signed = self.enveloping()
+        self.assertEqual(tree(signed).tag, DS + 'Signature')
+        verified = self.verify(signed)
+        self.assertEqual(verified.challenge, CHALLENGE)
+        self.assertEqual(verified.context, ('nip', NIP))
+        self.assertEqual(verified.certificate_der, self.cert_der)
+        self.assertEqual(etree.QName(verified.root).localname,
+            'AuthTokenRequest')
+        self.assertIsNone(verified.root.find('.//' + DS + 'Signature'))
+        self.assertXMLSec1Accepts(signed, self.cert_der)
+
+    def test_enveloping_tampered(self):
+        signed = self.enveloping()
+        tampered = signed.replace(b'<Nip>%s</Nip>' % NIP.encode(),
+            b'<Nip>1111111111</Nip>')
+        self.assertNotEqual(tampered, signed)
+        self.assertRefused(tampered, 'xades_bad_digest', 9105)
+
+    def test_enveloping_unsigned_request_ignored(self):
+        """A second, unsigned ds:Object holding another request is not
+        read: the referenced object's request is the one returned."""
+        root = tree(self.enveloping())
+        extra = etree.SubElement(root, DS + 'Object')
+        other = tree(request(('nip', '1111111111')))
+        extra.append(other)
+        verified = self.verify(dump(root))
+        self.assertEqual(verified.context, ('nip', NIP))
+
+    def test_enveloping_object_not_a_request(self):
+        "The signed object must hold an AuthTokenRequest, alone."
+        root = tree(self.unsigned)
+        wrapper = etree.Element('{urn:example}Wrapper')
+        wrapper.append(root)
+        etree.SubElement(wrapper, '{urn:example}Other')
+        with self.assertRaises(xades.SignatureError) as cm:
+            self.verify(self.enveloping(dump(wrapper)))
+        self.assertEqual(cm.exception.ksef_code, 9105)
+
     def test_tampered_signed_info(self):
         root = tree(self.signed)
         digest = root.find('.//' + DS + 'Reference/' + DS + 'DigestValue')
