@@ -11,6 +11,8 @@ import unittest
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from lxml import etree
+from signxml import SignatureMethod, methods
 
 from trytond_ksef import crypto, ksef_number, testcerts, xmlutil
 from trytond_ksef.simulator import Simulator
@@ -372,6 +374,27 @@ class AuthenticationTest(SimulatorCase):
         response = self.client.post('/auth/xades-signature', content=signed,
             headers={'Content-Type': 'application/xml'})
         self.assertKSeFError(response, 21401)
+
+    def test_enveloping_signature(self):
+        "KSeF accepts enveloping XAdES signatures; so does the simulator."
+        cert_der, key = testcerts.make_certificate(nip=NIP, seal=True)
+        challenge = self.client.post('/auth/challenge').json()['challenge']
+        unsigned = T.xades.build_auth_token_request(challenge, ('nip', NIP))
+        signer = T.xades._KSeFXAdESSigner(cert_der,
+            x509.load_der_x509_certificate(cert_der),
+            dt.datetime.now(UTC) - dt.timedelta(minutes=1),
+            signature_algorithm=SignatureMethod.RSA_SHA256,
+            method=methods.enveloping)
+        signed = etree.tostring(signer.sign(xmlutil.parse(unsigned),
+                key=key, always_add_key_value=False))
+        self.assertTrue(signed.startswith(b'<ds:Signature'))
+        response = self.client.post('/auth/xades-signature', content=signed,
+            headers={'Content-Type': 'application/xml'})
+        self.assertEqual(response.status_code, 202, response.text)
+        body = response.json()
+        status = T.wait_auth(self.client, body['referenceNumber'],
+            body['authenticationToken']['token'])
+        self.assertEqual(status['status']['code'], 200, status)
 
     def test_peppol_id_context_passes_the_schema(self):
         """PeppolId 'PPL123456' passes the XSD (then needs a Peppol
