@@ -4,10 +4,11 @@
 
 Checks, in order, each failure ending the invoice with its status code:
 decryption (435), declared size and hash of the plain file (430), XML
-rules — UTF-8 without BOM, no other encoding, no processing instruction
-(430), the session's form code (430), the FA(3) XSD (430), attachments
-(415), the seller against the context (410), ``P_1`` not after the day of
-acceptance (450), uniqueness of (seller NIP, RodzajFaktury, P_2) (440).
+rules — UTF-8 without BOM, no other encoding, no processing instruction,
+no discouraged character (430), the session's form code (430), the FA(3)
+XSD (430), attachments (415), the seller against the context (410),
+``P_1`` not after the day of acceptance (450), uniqueness of (seller NIP,
+RodzajFaktury, P_2) (440).
 An accepted invoice gets a KSeF number, its mode (offline when declared so
 or when ``P_1`` is before the day of acceptance, Polish time) and its UPO.
 """
@@ -39,6 +40,14 @@ S_DECRYPT = "Błąd odszyfrowania pliku"
 S_SEMANTICS = "Błąd weryfikacji semantyki dokumentu faktury"
 
 
+# Characters XML 1.0 discourages and KSeF refuses (§11, API 2.4.0):
+# #x7F-#x84, #x86-#x9F, #xFDD0-#xFDEF and #xnFFFE-#xnFFFF of planes 1-16
+# (those of plane 0 are not XML characters at all).
+_DISCOURAGED_RE = re.compile('[\x7f-\x84\x86-\x9f\ufdd0-\ufdef%s]' % ''.join(
+        '%s%s' % (chr(plane * 0x10000 + 0xFFFE), chr(plane * 0x10000
+                + 0xFFFF)) for plane in range(1, 17)))
+
+
 def xml_rules(data):
     "Problems with KSeF's XML rules (§11), [] when none."
     problems = []
@@ -48,9 +57,14 @@ def xml_rules(data):
     if match and match.group(1).lower() not in (b'utf-8', b'utf8'):
         problems.append("Deklarowane kodowanie inne niż UTF-8.")
     try:
-        data.decode('utf-8')
+        text = data.decode('utf-8')
     except UnicodeDecodeError:
         problems.append("Nieprawidłowe kodowanie UTF-8.")
+    else:
+        found = _DISCOURAGED_RE.search(text)
+        if found:
+            problems.append("Plik zawiera niedozwolony znak U+%04X."
+                % ord(found.group()))
     return problems
 
 

@@ -785,6 +785,28 @@ class OnlineSessionTest(SimulatorCase):
         _, _, status = self.online_invoice(xml)
         self.assertEqual(status['status']['code'], 430)
 
+    def test_discouraged_characters_refused(self):
+        "Characters KSeF refuses since API 2.4.0 (§11): 430."
+        for char in ('\x80', '\x9f', '\ufdd0', '\U0001fffe',
+                '\U0010ffff'):
+            with self.subTest(char='U+%04X' % ord(char)):
+                xml = T.sample_invoice(NIP, issue_date=self.today()).replace(
+                    b'<P_7>Service</P_7>',
+                    ('<P_7>Service%s</P_7>' % char).encode('utf-8'))
+                self.assertIn(char.encode('utf-8'), xml)
+                _, _, status = self.online_invoice(xml)
+                self.assertEqual(status['status']['code'], 430, status)
+                self.assertIn('U+%04X' % ord(char),
+                    ' '.join(status['status']['details']))
+
+    def test_ordinary_characters_accepted(self):
+        "NEL (U+0085), Polish letters, emoji: nothing discouraged."
+        xml = T.sample_invoice(NIP, issue_date=self.today()).replace(
+            b'<P_7>Service</P_7>',
+            '<P_7>Usługa\x85 zażółć 😀</P_7>'.encode('utf-8'))
+        _, _, status = self.online_invoice(xml)
+        self.assertEqual(status['status']['code'], 200, status)
+
     def test_seller_of_another_context(self):
         xml = T.sample_invoice(OTHER_NIP, issue_date=self.today())
         _, _, status = self.online_invoice(xml)
