@@ -37,11 +37,14 @@ def create_database(config_path, db_dir):
     with open(env['TRYTONPASSFILE'], 'w') as f:
         f.write('admin\n')
     bindir = os.path.dirname(sys.executable)
-    subprocess.run([os.path.join(bindir, 'trytond-admin'),
-            '-c', config_path, '-d', DB_NAME, '--all',
-            '--activate-dependencies', '-u', 'ksef',
-            '--email', 'admin@example.com', '-v'],
-        check=True, env=env, stdout=subprocess.DEVNULL)
+    try:
+        subprocess.run([os.path.join(bindir, 'trytond-admin'),
+                '-c', config_path, '-d', DB_NAME, '--all',
+                '--activate-dependencies', '-u', 'ksef',
+                '--email', 'admin@example.com', '-v'],
+            check=True, env=env, stdout=subprocess.DEVNULL)
+    finally:
+        os.remove(env['TRYTONPASSFILE'])
     return db_file
 
 
