@@ -387,6 +387,17 @@ class Simulator:
         try:
             endpoint, args = adapter.match()
         except NotFound:
+            template = openapi.find_operation(request.method, path)
+            if template is not None and not admin:
+                # A KSeF operation the simulator does not serve: say so
+                # rather than pretend the path does not exist.
+                entry['validation'] = 'not-simulated'
+                entry['operation'] = '%s %s' % (request.method, template)
+                logger.warning("not simulated: %s %s", request.method,
+                    template)
+                return self._problem(501, "Not Implemented",
+                    "Operacja %s %s API KSeF nie jest obsługiwana przez "
+                    "symulator." % (request.method, template), path)
             return self._problem(404, "Not Found",
                 "Nie znaleziono zasobu.", path)
         except MethodNotAllowed:

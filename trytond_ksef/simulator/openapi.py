@@ -89,6 +89,22 @@ def operation(method, template):
     return spec_dict()['paths'].get(template, {}).get(method.lower())
 
 
+@functools.lru_cache(maxsize=None)
+def _templates():
+    return [(re.compile('^/v2%s$' % re.sub(r'\\{[^/]+?\\}', '[^/]+',
+                    re.escape(template))), template, ops)
+        for template, ops in spec_dict()['paths'].items()]
+
+
+def find_operation(method, path):
+    """The spec template of (method, request path ``/v2/...``), or None:
+    tells an operation the simulator does not serve from a wrong path."""
+    for regex, template, ops in _templates():
+        if method.lower() in ops and regex.match(path):
+            return template
+    return None
+
+
 def rate_limits(method, template):
     "x-rate-limits of an operation: {'perSecond':.., 'perMinute':..}."
     op = operation(method, template) or {}

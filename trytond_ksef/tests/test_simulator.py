@@ -158,6 +158,15 @@ class ContractTest(SimulatorCase):
     def test_unknown_path_is_404(self):
         self.assertEqual(self.client.get('/no/such/thing').status_code, 404)
 
+    def test_operation_not_simulated_is_501(self):
+        "A KSeF operation the simulator does not serve says so."
+        response = self.client.get('/certificates/limits')
+        self.assertEqual(response.status_code, 501)
+        self.assertIn('/certificates/limits', response.json()['detail'])
+        entry = self.sim.log.entries()[-1]
+        self.assertEqual(entry['validation'], 'not-simulated')
+        self.assertEqual(entry['operation'], 'GET /certificates/limits')
+
     def test_response_violation_is_reported(self):
         "A simulator answer breaking the spec is a 500 and is recorded."
         original = self.sim._challenge
