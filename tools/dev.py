@@ -209,7 +209,10 @@ def cmd_test(args):
                     ['trytond.modules.ksef.tests'], names=args.names,
                     env={
                         'TRYTOND_DATABASE_URI': PG_URI,
-                        'DB_NAME': 'test_ksef_' + series.replace('.', ''),
+                        # Unique per run: two runs at once must not share
+                        # (and drop) each other's database.
+                        'DB_NAME': 'test_ksef_%s_%s' % (
+                            series.replace('.', ''), os.getpid()),
                         'DB_CACHE': os.path.join(tmp, 'cache-pg-' + series),
                         }))
     log_dir = os.path.join(tmp, 'logs')
