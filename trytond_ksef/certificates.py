@@ -341,6 +341,16 @@ def _parse(der):
         raise CertificateError('unreadable_certificate') from None
 
 
+
+def parse_x509(der):
+    """The `cryptography` certificate of `der`, also for KSeF-issued ones.
+
+    Read from the normalised copy when KSeF's CA wrote a NULL parameter
+    (see `_normalise`): use it to read fields and the public key, never to
+    embed or hash.  Raises CertificateError('unreadable_certificate').
+    """
+    return _parse(der)[0]
+
 def _key_type(public_key):
     if isinstance(public_key, rsa.RSAPublicKey):
         return 'RSA %d' % public_key.key_size

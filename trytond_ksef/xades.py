@@ -48,15 +48,13 @@ import re
 from dataclasses import dataclass
 
 import cryptography.exceptions
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from lxml import etree
 from signxml import DigestAlgorithm, SignatureMethod
 from signxml.xades import XAdESDataObjectFormat, XAdESSigner
 
-from . import xmlutil
+from . import certificates, xmlutil
 
 __all__ = [
     'build_auth_token_request', 'sign', 'verify', 'VerifiedRequest',
@@ -303,44 +301,18 @@ def build_auth_token_request(challenge, context,
 # Certificates
 
 
-# ecdsa-with-SHA1/SHA224/256/384/512: RFC 5758 says no parameters.
-_ECDSA_OIDS = frozenset({'1.2.840.10045.4.1', '1.2.840.10045.4.3.1',
-        '1.2.840.10045.4.3.2', '1.2.840.10045.4.3.3',
-        '1.2.840.10045.4.3.4'})
-
-
 def _load_certificate(cert_der):
-    """Parse a DER certificate, also the KSeF-issued ones.
+    """Parse a DER certificate, also the KSeF-issued ones (their NULL
+    signature parameter is handled by certificates.parse_x509).
 
-    KSeF's CA writes ``ecdsa-with-SHA512`` with a NULL parameter, which
-    ``cryptography`` refuses.  Those are parsed from a copy without that
-    NULL (asn1crypto re-encodes only the enclosing lengths); the copy
-    serves to read fields and the public key, never to be embedded or
-    hashed.  Raises ValueError when the bytes are no certificate.
-
-    Same normalisation as certificates.load_certificate, which however
-    gives no ``x509.Name``: IssuerSerial needs the issuer in plain RFC 4514
-    (dotted OIDs for organizationIdentifier and the like, which Java's
-    X500Principal parses), hence the parsed certificate here.
+    IssuerSerial needs the parsed ``x509.Name`` of the issuer, hence a
+    `cryptography` certificate here.  Raises ValueError when the bytes are
+    no certificate.
     """
     try:
-        return x509.load_der_x509_certificate(cert_der)
-    except ValueError as exc:
-        error = exc
-    try:
-        cert = asn1_x509.Certificate.load(cert_der, strict=True)
-        changed = False
-        for algorithm in (cert['signature_algorithm'],
-                cert['tbs_certificate']['signature']):
-            if (algorithm['algorithm'].dotted in _ECDSA_OIDS
-                    and algorithm['parameters'].dump() == b'\x05\x00'):
-                algorithm['parameters'] = None
-                changed = True
-        if changed:
-            return x509.load_der_x509_certificate(cert.dump())
-    except (ValueError, TypeError, KeyError):
-        pass
-    raise ValueError("not a readable X.509 certificate (%s)" % error)
+        return certificates.parse_x509(cert_der)
+    except certificates.CertificateError:
+        raise ValueError("not a readable X.509 certificate") from None
 
 
 # --------------------------------------------------------------------------
