@@ -391,8 +391,27 @@ class SentInvoice:
     hash_of_corrected_invoice: str = None
 
 
+class _StatusCode:
+    """What a KSeF status code says, for classes with a `status` and their
+    own IN_PROGRESS codes and SUCCESS code."""
+    IN_PROGRESS = ()
+    SUCCESS = 200
+
+    @property
+    def code(self):
+        return self.status.code
+
+    @property
+    def is_final(self):
+        return self.status.code not in self.IN_PROGRESS
+
+    @property
+    def is_success(self):
+        return self.status.code == self.SUCCESS
+
+
 @dataclass(frozen=True)
-class InvoiceStatus:
+class InvoiceStatus(_StatusCode):
     "Status of one invoice of a session (PROTOCOL.md §8)."
     reference_number: str
     status: StatusInfo
@@ -412,18 +431,6 @@ class InvoiceStatus:
     SUCCESS = 200
     DUPLICATE = 440
     CANCELLED_BY_SYSTEM = 550
-
-    @property
-    def code(self):
-        return self.status.code
-
-    @property
-    def is_final(self):
-        return self.status.code not in self.IN_PROGRESS
-
-    @property
-    def is_success(self):
-        return self.status.code == self.SUCCESS
 
     @property
     def original_ksef_number(self):
@@ -482,7 +489,7 @@ class UpoPage:
 
 
 @dataclass(frozen=True)
-class SessionStatus:
+class SessionStatus(_StatusCode):
     "Status of a session (GET /sessions/{ref}, PROTOCOL.md §8)."
     reference_number: str
     status: StatusInfo
@@ -499,18 +506,6 @@ class SessionStatus:
     IN_PROGRESS = (100, 150, 170)
     OPEN = 100
     SUCCESS = 200
-
-    @property
-    def code(self):
-        return self.status.code
-
-    @property
-    def is_final(self):
-        return self.status.code not in self.IN_PROGRESS
-
-    @property
-    def is_success(self):
-        return self.status.code == self.SUCCESS
 
     def error(self):
         "The typed error of a failed final status, or None."
