@@ -247,6 +247,13 @@ class InvoiceKSeF(Workflow, ModelSQL, ModelView):
         raise KSeFInvoiceAccessError(gettext('ksef.msg_invoice_ksef_no_copy'))
 
 
+# The KSeF choices of a customer invoice, made before posting.
+_DRAFT_OUT_STATES = {
+    'readonly': Eval('state') != 'draft',
+    'invisible': Eval('type') != 'out',
+    }
+
+
 class Invoice(metaclass=PoolMeta):
     __name__ = 'account.invoice'
 
@@ -265,28 +272,19 @@ class Invoice(metaclass=PoolMeta):
         'get_ksef', searcher='search_ksef')
     ksef_split_payment = fields.Boolean(
         "Split Payment (MPP)",
-        states={
-            'readonly': Eval('state') != 'draft',
-            'invisible': Eval('type') != 'out',
-            },
+        states=_DRAFT_OUT_STATES,
         help="Mark the KSeF invoice \"mechanizm podzielonej płatności\" "
         "(P_18A): required for a sale of goods or services of annex 15 of "
         "the VAT act over 15 000 PLN gross.")
     ksef_correction_type = fields.Selection(
         CORRECTION_TYPES, "Correction Effect", sort=False,
-        states={
-            'readonly': Eval('state') != 'draft',
-            'invisible': Eval('type') != 'out',
-            },
+        states=_DRAFT_OUT_STATES,
         help="For a credit note sent to KSeF: when the correction takes "
         "effect in the tax records (TypKorekty). A reduction of the tax "
         "base usually takes effect at the date of the correction.")
     ksef_correction_reason = fields.Char(
         "Correction Reason",
-        states={
-            'readonly': Eval('state') != 'draft',
-            'invisible': Eval('type') != 'out',
-            },
+        states=_DRAFT_OUT_STATES,
         help="For a credit note sent to KSeF: the reason written on the "
         "correction (PrzyczynaKorekty).  Left empty, a text naming the "
         "corrected invoice is used.")
