@@ -4,6 +4,8 @@ from trytond.pool import PoolMeta
 
 CRON_METHODS = [
     ('ksef.certificate|check_expiry', "Check KSeF Certificate Expiry"),
+    ('account.invoice.ksef|ksef_send', "Send Invoices to KSeF"),
+    ('account.invoice.ksef|ksef_check', "Check KSeF Statuses and UPOs"),
     ]
 
 

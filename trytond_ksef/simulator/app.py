@@ -1033,8 +1033,13 @@ class Simulator:
         except ValueError:
             invoice.status = status(435, processing.S_DECRYPT)
         else:
-            processing.process_invoice(self, invoice, plain,
-                declared=(body['invoiceSize'], body['invoiceHash']))
+            refused = self.faults.take('reject_invoice', request.method,
+                request.path)
+            if refused is not None:
+                processing.refuse(invoice, refused.status)
+            else:
+                processing.process_invoice(self, invoice, plain,
+                    declared=(body['invoiceSize'], body['invoiceHash']))
         self.registry.add_processed(invoice)
         return _json({'referenceNumber': invoice.reference}, 202)
 

@@ -35,6 +35,12 @@ Kinds:
 ``session_closed``
     KSeF closes the session named in the path (as after its 12 h) just
     before handling the request, which then meets a closed session.
+``reject_invoice``
+    The next invoice sent online (the send request matching ``path``) is
+    taken for processing and then refused with invoice status ``status``
+    (default 430, file verification error): a technical refusal on
+    demand, e.g. to exercise a technical correction.  The same document
+    sent again is processed normally.
 """
 import itertools
 import re
@@ -42,7 +48,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 KINDS = ('outage', 'delay', 'drop_after_accept', 'expired_token',
-    'session_closed')
+    'session_closed', 'reject_invoice')
 MODES = ('status', 'drop')
 _ids = itertools.count(1)
 
@@ -80,7 +86,7 @@ class Fault:
                 params={'mode': self.mode})
         if self.status is None:
             self.status = {'outage': 503, 'drop_after_accept': 502,
-                'expired_token': 401}.get(self.kind)
+                'expired_token': 401, 'reject_invoice': 430}.get(self.kind)
         if self.method:
             self.method = self.method.upper()
         if self.times is not None and self.times < 1:

@@ -92,6 +92,17 @@ def _fail(invoice, code, description, details=None, extensions=None):
     invoice.status = status(code, description, details, extensions)
 
 
+def refuse(invoice, code):
+    """Refuse `invoice` with status `code` (fault injection)."""
+    descriptions = {
+        430: (S_FILE, ["Faktura odrzucona przez symulator (błąd "
+                "weryfikacji wstrzyknięty na żądanie)."]),
+        }
+    description, details = descriptions.get(code, (
+            "Błąd przetwarzania faktury", ["Wstrzyknięty błąd %d." % code]))
+    _fail(invoice, code, description, details)
+
+
 def _has_processing_instruction(root):
     node = root.getprevious()
     while node is not None:
