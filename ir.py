@@ -4,6 +4,8 @@ from trytond.pool import PoolMeta
 
 CRON_METHODS = [
     ('ksef.certificate|check_expiry', "Check KSeF Certificate Expiry"),
+    ('ksef.announcement|update_from_status_service',
+        "Update KSeF Announcements"),
     ]
 
 
