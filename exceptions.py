@@ -18,3 +18,11 @@ class KSeFCertificateWarning(UserWarning):
 
 class KSeFAuthorizationValidationError(ValidationError):
     pass
+
+
+class KSeFAnnouncementValidationError(ValidationError):
+    pass
+
+
+class KSeFDeadlineError(UserError):
+    pass

@@ -6,6 +6,8 @@ CRON_METHODS = [
     ('ksef.certificate|check_expiry', "Check KSeF Certificate Expiry"),
     ('account.invoice.ksef|ksef_send', "Send Invoices to KSeF"),
     ('account.invoice.ksef|ksef_check', "Check KSeF Statuses and UPOs"),
+    ('ksef.announcement|update_from_status_service',
+        "Update KSeF Announcements"),
     ]
 
 
