@@ -421,7 +421,7 @@ class Announcement(ModelSQL, ModelView):
         return max(covering, key=lambda p: (p[1] is None, p[1]))
 
     @classmethod
-    def deadline(cls, environment, mode, issued_on):
+    def deadline(cls, environment, mode, issued_on, observed=None):
         """The last day (Polish date) to send to `environment` an invoice
         issued on `issued_on` in `mode` ('offline24', 'offline', 'failure',
         'total_failure'), given the recorded announcements; None when there
@@ -430,12 +430,17 @@ class Announcement(ModelSQL, ModelView):
 
         A total failure announced while the invoice waits (from its issue
         date up to its deadline) removes the obligation to send
-        (PROTOCOL.md §12).  Maintenance moves nothing."""
+        (PROTOCOL.md §12).  Maintenance moves nothing.
+
+        `observed` is the (start, end) of an unavailability the caller saw
+        itself (KSeF unreachable), used in mode 'offline' when none was
+        announced."""
         if mode == deadlines.TOTAL_FAILURE:
             return None
         unavailability = None
         if mode == deadlines.OFFLINE:
-            unavailability = cls.unavailability(environment, issued_on)
+            unavailability = (cls.unavailability(environment, issued_on)
+                or observed)
         try:
             deadline = deadlines.send_deadline(
                 mode, issued_on, failures=cls.failures(environment),

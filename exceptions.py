@@ -26,3 +26,7 @@ class KSeFAnnouncementValidationError(ValidationError):
 
 class KSeFDeadlineError(UserError):
     pass
+
+
+class KSeFBackdatedWarning(UserWarning):
+    pass
