@@ -268,10 +268,16 @@ class InvoiceKSeF(metaclass=PoolMeta):
                     continue
                 invoice = Invoice(record.invoice.id)
                 now = datetime.datetime.now(datetime.timezone.utc)
-                mapper = FA3Mapper(invoice, record.authorization, now)
-                data = mapper.build()
-                if data is None:
-                    raise UserError(mapper.message())
+                for created in [now, now + datetime.timedelta(seconds=1)]:
+                    # DataWytworzeniaFa has whole seconds: within the second
+                    # of the rejected document, the next one is taken.
+                    mapper = FA3Mapper(invoice, record.authorization,
+                        created)
+                    data = mapper.build()
+                    if data is None:
+                        raise UserError(mapper.message())
+                    if sha256_b64(data) != record.fa3_hash:
+                        break
                 summary = fa3.parse_summary(data)
                 if (summary['number'], summary['issue_date'],
                         summary['seller_nip']) != (record.invoice_number,
@@ -312,8 +318,17 @@ class Invoice(metaclass=PoolMeta):
     __name__ = 'account.invoice'
 
     @classmethod
+    def _post(cls, invoices):
+        cls._ksef_check_backdated(cls._ksef_being_posted(invoices))
+        super()._post(invoices)
+
+    @classmethod
+    def post_batch(cls, invoices):
+        cls._ksef_check_backdated(cls._ksef_being_posted(invoices))
+        super().post_batch(invoices)
+
+    @classmethod
     def _ksef_issue(cls, invoices, store=True):
-        cls._ksef_check_backdated(invoices)
         records = super()._ksef_issue(invoices, store=store)
         if records:
             InvoiceKSeF = Pool().get('account.invoice.ksef')
