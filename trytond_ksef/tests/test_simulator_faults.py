@@ -105,6 +105,23 @@ class FaultTest(SimulatorCase):
         self.assertEqual(response.status_code, 504)
         self.assertEqual(len(self.sim.sessions[session].invoices), 1)
 
+    def test_reject_invoice(self):
+        token = self.token()
+        session, key = T.open_online(self.client, token)
+        xml = T.sample_invoice(NIP, 'REJ/1', self.today())
+        self.sim.faults.add('reject_invoice', path=r'/invoices$')
+        sent = T.send(self.client, token, session, key, xml)
+        self.assertEqual(sent.status_code, 202)
+        refused = T.wait_invoice(self.client, token, session,
+            sent.json()['referenceNumber'])
+        self.assertEqual(refused['status']['code'], 430)
+        self.assertNotIn('ksefNumber', refused)
+        # One-shot: the same document sent again is processed normally.
+        again = T.send(self.client, token, session, key, xml)
+        accepted = T.wait_invoice(self.client, token, session,
+            again.json()['referenceNumber'])
+        self.assertEqual(accepted['status']['code'], 200)
+
     def test_expired_token_fault(self):
         token = self.token()
         self.sim.faults.add('expired_token', path='/sessions')
