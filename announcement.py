@@ -11,7 +11,6 @@ a total failure announced in the media) or what it could not deliver.
 import datetime as dt
 import logging
 from collections import defaultdict
-from zoneinfo import ZoneInfo
 
 from trytond.i18n import gettext
 from trytond.model import ModelSQL, ModelView, Unique, fields
@@ -23,11 +22,12 @@ from trytond.transaction import Transaction, without_check_access
 from trytond_ksef import deadlines
 from trytond_ksef.client import KSeFStatusClient, RetryPolicy
 from trytond_ksef.client import StatusMessage as Message
+from trytond_ksef.deadlines import polish_date
 from trytond_ksef.errors import KSeFError
 
 from .authorization import ENVIRONMENTS
 from .common import environment as environment_urls
-from .common import get_option
+from .common import get_option, naive_utc
 from .exceptions import (
     KSeFAnnouncementValidationError,
     KSeFConfigurationError,
@@ -75,24 +75,6 @@ def _timeout():
     return timeout
 
 
-def polish_date(moment):
-    """The calendar day in Poland (Europe/Warsaw) of `moment`, a naive UTC
-    datetime as Tryton stores them, or an aware one; None stays None."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(ZoneInfo(deadlines.TIMEZONE)).date()
-
-
-def _naive_utc(moment):
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.replace(microsecond=0)
-
-
 def service_events(messages):
     """Group status-service messages into events and return, per event, the
     announcement values: the messages of one ``eventId`` (FAILURE_START,
@@ -123,7 +105,7 @@ def service_events(messages):
         end = latest.end
         if end is None and latest.type == FAILURE_END:
             end = latest.published
-        start, end = _naive_utc(start), _naive_utc(end)
+        start, end = naive_utc(start), naive_utc(end)
         if start is None or (end is not None and end < start):
             logger.warning(
                 "skipping KSeF status message %s: no start or end before "
@@ -138,7 +120,7 @@ def service_events(messages):
                 'message_id': latest.id,
                 'event_id': latest.event_id,
                 'version': latest.version,
-                'published': _naive_utc(latest.published),
+                'published': naive_utc(latest.published),
                 })
     return events
 

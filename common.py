@@ -1,6 +1,8 @@
 # This file is part of trytond_ksef.  The COPYRIGHT file at the top level of
 # this repository contains the full copyright notices and license terms.
 """Glue between trytond.conf, translated messages and the core."""
+import datetime
+
 import trytond.config as config
 from trytond.i18n import gettext
 from trytond.pool import Pool
@@ -56,3 +58,14 @@ def require_ksef_admin():
     ModelAccess = Pool().get('ir.model.access')
     with check_access():
         ModelAccess.check('ksef.certificate', 'create')
+
+
+def naive_utc(moment):
+    """`moment` as Tryton stores a DateTime: naive UTC, whole seconds (an
+    aware datetime is converted; None stays None)."""
+    if moment is None:
+        return None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(datetime.timezone.utc).replace(
+            tzinfo=None)
+    return moment.replace(microsecond=0)

@@ -32,15 +32,11 @@ from trytond.transaction import Transaction, without_check_access
 
 from trytond_ksef import deadlines, fa3, qr
 from trytond_ksef.crypto import sha256_b64
+from trytond_ksef.deadlines import polish_today
 
 from .exceptions import KSeFDeadlineError
 
 OFFLINE_MODES = {'offline24', 'offline', 'failure', 'total_failure'}
-
-
-def polish_today():
-    from zoneinfo import ZoneInfo
-    return datetime.datetime.now(ZoneInfo(deadlines.TIMEZONE)).date()
 
 
 def _announcements():

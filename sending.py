@@ -33,7 +33,7 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Bool, Eval
 from trytond.transaction import Transaction, without_check_access
 
-from trytond_ksef import deadlines, errors
+from trytond_ksef import errors
 from trytond_ksef.client import (
     AuthTokens,
     BatchPackage,
@@ -48,7 +48,7 @@ from trytond_ksef.client import (
     TokenCredentials,
 )
 
-from .common import get_option
+from .common import get_option, naive_utc
 
 logger = logging.getLogger(__name__)
 
@@ -97,21 +97,6 @@ def retry_delay():
 
 def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _naive(moment):
-    "A naive UTC datetime for a DateTime field."
-    if moment is None:
-        return None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(datetime.timezone.utc).replace(
-            tzinfo=None)
-    return moment.replace(microsecond=0)
-
-
-def _polish_today():
-    from zoneinfo import ZoneInfo
-    return datetime.datetime.now(ZoneInfo(deadlines.TIMEZONE)).date()
 
 
 def _describe(error):
@@ -340,7 +325,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
 
     @classmethod
     def _ksef_to_send_domain(cls):
-        now = _naive(_utcnow())
+        now = naive_utc(_utcnow())
         return [
             ('state', 'in', list(SENDABLE)),
             ('mode', '!=', 'total_failure'),
@@ -463,7 +448,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
             cls.write(records, {
                     'error_code': 'configuration',
                     'error_description': error.message,
-                    'next_attempt': _naive(_utcnow()
+                    'next_attempt': naive_utc(_utcnow()
                         + datetime.timedelta(seconds=retry_delay())),
                     })
         transaction.commit()
@@ -625,7 +610,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
             'error_code': code,
             'error_description': gettext('ksef.msg_send_transient',
                 error=description),
-            'next_attempt': _naive(
+            'next_attempt': naive_utc(
                 _utcnow() + datetime.timedelta(seconds=delay)),
             }
         for record in records:
@@ -807,7 +792,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
         values = {
             'state': 'accepted',
             'ksef_number': ksef_number,
-            'accepted_at': _naive(accepted_at or _utcnow()),
+            'accepted_at': naive_utc(accepted_at or _utcnow()),
             'next_attempt': None,
             'error_code': None,
             'error_description': None,

@@ -70,20 +70,6 @@ class AnnouncementTestCase(unittest.TestCase):
                     }])
         return record
 
-    def test_polish_date(self):
-        "Timestamps become Polish calendar days"
-        from trytond.modules.ksef.announcement import polish_date
-        for moment, expected in [
-                (utc('2025-07-07T21:59:59'), '2025-07-07'),  # CEST
-                (utc('2025-07-07T22:00:00'), '2025-07-08'),
-                (utc('2025-01-07T22:59:59'), '2025-01-07'),  # CET
-                (utc('2025-01-07T23:00:00'), '2025-01-08'),
-                (dt.datetime(2025, 7, 7, 22, 30, tzinfo=UTC), '2025-07-08'),
-                ]:
-            with self.subTest(moment=moment):
-                self.assertEqual(polish_date(moment), d(expected))
-        self.assertIsNone(polish_date(None))
-
     def test_service_events(self):
         "The messages of one event make one announcement, latest version"
         from trytond.modules.ksef.announcement import service_events

@@ -16,6 +16,7 @@ calendar [DOCS SILENT]; this is the reading of Polish tax law.
 """
 import datetime
 import functools
+from zoneinfo import ZoneInfo
 
 import holidays
 
@@ -29,6 +30,21 @@ FAILURE_BUSINESS_DAYS = 7
 # 24 December is a public holiday from 2025 (Dz.U. 2024 poz. 1965);
 # `holidays` knows it since version 0.64.
 CHRISTMAS_EVE_FROM = 2025
+
+
+def polish_date(moment):
+    """The calendar day in Poland (Europe/Warsaw) of `moment`, a naive UTC
+    datetime (as databases store them) or an aware one; None stays None."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(ZoneInfo(TIMEZONE)).date()
+
+
+def polish_today():
+    "Today's calendar day in Poland."
+    return polish_date(datetime.datetime.now(datetime.timezone.utc))
 
 
 class DeadlineError(ValueError):

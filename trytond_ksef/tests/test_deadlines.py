@@ -99,6 +99,25 @@ class CalendarTest(unittest.TestCase):
         finally:
             deadlines._public_holidays.cache_clear()
 
+    def test_polish_date(self):
+        "Timestamps become Polish calendar days"
+        utc = datetime.timezone.utc
+        naive = datetime.datetime.fromisoformat  # naive UTC, as stored
+        for moment, expected in [
+                (naive('2025-07-07T21:59:59'), '2025-07-07'),  # CEST
+                (naive('2025-07-07T22:00:00'), '2025-07-08'),
+                (naive('2025-01-07T22:59:59'), '2025-01-07'),  # CET
+                (naive('2025-01-07T23:00:00'), '2025-01-08'),
+                (datetime.datetime(2025, 7, 7, 22, 30, tzinfo=utc),
+                    '2025-07-08'),
+                ]:
+            with self.subTest(moment=moment):
+                self.assertEqual(deadlines.polish_date(moment),
+                    datetime.date.fromisoformat(expected))
+        self.assertIsNone(deadlines.polish_date(None))
+        self.assertEqual(deadlines.polish_today(), deadlines.polish_date(
+                datetime.datetime.now(utc)))
+
 
 class SendDeadlineTest(unittest.TestCase):
 
