@@ -44,7 +44,6 @@ from trytond_ksef.client import (
     OnlineSession,
     PollPolicy,
     RetryPolicy,
-    SessionStatus,
     TokenCredentials,
 )
 
@@ -442,16 +441,14 @@ class InvoiceKSeF(metaclass=PoolMeta):
 
     @classmethod
     def _ksef_config_problem(cls, ids, error):
-        transaction = Transaction()
-        for sub in [ids]:
-            records = [r for r in cls.browse(sub) if r.state in SENDABLE]
-            cls.write(records, {
-                    'error_code': 'configuration',
-                    'error_description': error.message,
-                    'next_attempt': naive_utc(_utcnow()
-                        + datetime.timedelta(seconds=retry_delay())),
-                    })
-        transaction.commit()
+        records = [r for r in cls.browse(ids) if r.state in SENDABLE]
+        cls.write(records, {
+                'error_code': 'configuration',
+                'error_description': error.message,
+                'next_attempt': naive_utc(_utcnow()
+                    + datetime.timedelta(seconds=retry_delay())),
+                })
+        Transaction().commit()
 
     def _ksef_send_values(self):
         return {
@@ -721,22 +718,22 @@ class InvoiceKSeF(metaclass=PoolMeta):
         """The final InvoiceStatus of a sent record, or None while KSeF
         processes it (or when the record went back to pending)."""
         session = record.session_reference
+        # The client polls until a final status or the time left (none:
+        # one look).
+        left = max(0.0, (deadline - _utcnow()).total_seconds())
         if record.invoice_reference:
-            while True:
-                status = client.get_invoice_status(session,
-                    record.invoice_reference)
-                if status.is_final or _utcnow() >= deadline:
-                    return status if status.is_final else None
-                client.sleep(client.poll.interval)
+            try:
+                return client.wait_for_invoice(session,
+                    record.invoice_reference, timeout=left)
+            except errors.StillProcessing:
+                return None
         # Batch: the session's invoices by hash, once the session is done.
         if session not in listings:
-            while True:
-                session_status = client.get_session_status(session)
-                if session_status.code not in SessionStatus.IN_PROGRESS:
-                    break
-                if _utcnow() >= deadline:
-                    return None
-                client.sleep(client.poll.interval)
+            try:
+                session_status = client.wait_for_session(session,
+                    timeout=left)
+            except errors.StillProcessing:
+                return None
             listings[session] = (session_status, {
                     s.invoice_hash: s
                     for s in client.list_session_invoices(session)})
