@@ -243,8 +243,8 @@ class Announcement(ModelSQL, ModelView):
         """Announcements move the deadlines of waiting offline invoices.
 
         Contract with the invoices: when announcements are created, changed
-        or deleted, ``account.invoice.ksef`` may define a classmethod
-        ``ksef_update_deadlines(environments)``; it is called in the same
+        or deleted, the classmethod ``ksef_update_deadlines(environments)``
+        of ``account.invoice.ksef`` (offline.py) is called in the same
         transaction with the sorted list of the environment names ('test',
         'demo', 'prod') whose announcements changed, and recomputes the
         deadlines of the invoices of those environments with
@@ -256,13 +256,8 @@ class Announcement(ModelSQL, ModelView):
 
     @classmethod
     def _update_deadlines(cls, environments):
-        pool = Pool()
-        try:
-            InvoiceKSeF = pool.get('account.invoice.ksef')
-        except KeyError:
-            return
-        if hasattr(InvoiceKSeF, 'ksef_update_deadlines'):
-            InvoiceKSeF.ksef_update_deadlines(environments)
+        Pool().get('account.invoice.ksef').ksef_update_deadlines(
+            environments)
 
     @classmethod
     def update_from_status_service(cls, records=None):
@@ -383,11 +378,17 @@ class Announcement(ModelSQL, ModelView):
         return cls._periods(environment, 'failure')
 
     @classmethod
+    def covering(cls, environment, category, on_date):
+        """The (start, end) periods of `category` in `environment` that
+        cover the day `on_date` (`end` None while ongoing)."""
+        return [(start, end)
+            for start, end in cls._periods(environment, category)
+            if start <= on_date and (end is None or on_date <= end)]
+
+    @classmethod
     def total_failure(cls, environment, on_date):
         "Whether a total failure of `environment` covers the day `on_date`."
-        return any(
-            start <= on_date and (end is None or on_date <= end)
-            for start, end in cls._periods(environment, 'total_failure'))
+        return bool(cls.covering(environment, 'total_failure', on_date))
 
     @classmethod
     def unavailability(cls, environment, on_date):
@@ -395,9 +396,7 @@ class Announcement(ModelSQL, ModelView):
         `on_date`, as a (start, end) pair of Polish dates (`end` None while
         ongoing), or None: the `unavailability` of `send_deadline`.  Of
         overlapping announcements, the one ending last counts."""
-        covering = [(start, end)
-            for start, end in cls._periods(environment, 'unavailability')
-            if start <= on_date and (end is None or on_date <= end)]
+        covering = cls.covering(environment, 'unavailability', on_date)
         if not covering:
             return None
         return max(covering, key=lambda p: (p[1] is None, p[1]))

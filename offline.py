@@ -30,20 +30,12 @@ from trytond.pool import Pool, PoolMeta
 from trytond.pyson import Eval
 from trytond.transaction import Transaction, without_check_access
 
-from trytond_ksef import deadlines, fa3, qr
+from trytond_ksef import fa3, qr
 from trytond_ksef.crypto import sha256_b64
 from trytond_ksef.deadlines import polish_today
 
-from .exceptions import KSeFDeadlineError
-
-OFFLINE_MODES = {'offline24', 'offline', 'failure', 'total_failure'}
-
-
-def _announcements():
-    try:
-        return Pool().get('ksef.announcement')
-    except KeyError:
-        return None
+from .exceptions import KSeFBackdatedWarning, KSeFDeadlineError
+from .invoice import TECHNICAL_CORRECTION, FA3Mapper
 
 
 class Authorization(metaclass=PoolMeta):
@@ -60,13 +52,9 @@ class Authorization(metaclass=PoolMeta):
 
     def ksef_ongoing(self, category, on_date):
         "Whether an announced `category` of the environment covers the day."
-        Announcement = _announcements()
-        if Announcement is None:
-            return False
-        if category == 'total_failure':
-            return Announcement.total_failure(self.environment, on_date)
-        return any(start <= on_date and (end is None or on_date <= end)
-            for start, end in Announcement.failures(self.environment))
+        Announcement = Pool().get('ksef.announcement')
+        return bool(Announcement.covering(self.environment, category,
+                on_date))
 
 
 class InvoiceKSeF(metaclass=PoolMeta):
@@ -118,24 +106,19 @@ class InvoiceKSeF(metaclass=PoolMeta):
             certificate.private_key())
 
     def _ksef_deadline(self, today=None):
-        "The deadline of this offline record given what is known now."
-        Announcement = _announcements()
+        """The deadline of this offline record given what is known now;
+        None when unknown (a failure not recorded) or none applies."""
+        Announcement = Pool().get('ksef.announcement')
         today = today or polish_today()
         if self.mode == 'online':
             return None
         observed = None
         if self.mode == 'offline':
             observed = (self.offline_since or self.issue_date, today)
-        if Announcement is not None:
-            try:
-                return Announcement.deadline(self.authorization.environment,
-                    self.mode, self.issue_date, observed=observed)
-            except KSeFDeadlineError:
-                pass
         try:
-            return deadlines.send_deadline(self.mode, self.issue_date,
-                unavailability=observed)
-        except deadlines.DeadlineError:
+            return Announcement.deadline(self.authorization.environment,
+                self.mode, self.issue_date, observed=observed)
+        except KSeFDeadlineError:
             return None
 
     @classmethod
@@ -256,7 +239,6 @@ class InvoiceKSeF(metaclass=PoolMeta):
         it with the hash of the rejected document (§12.2)."""
         pool = Pool()
         Invoice = pool.get('account.invoice')
-        from .invoice import TECHNICAL_CORRECTION, FA3Mapper
         corrected = []
         with without_check_access():
             for record in records:
@@ -351,7 +333,6 @@ class Invoice(metaclass=PoolMeta):
         if backdated:
             key = Warning.format('ksef_backdated', backdated)
             if Warning.check(key):
-                from .exceptions import KSeFBackdatedWarning
                 raise KSeFBackdatedWarning(key, gettext(
                         'ksef.msg_invoice_backdated_no_offline',
                         invoices=', '.join(i.rec_name for i in backdated)))
