@@ -98,6 +98,13 @@ def _utcnow():
     return datetime.datetime.now(datetime.timezone.utc)
 
 
+def _retry_later(error):
+    """Whether a failed call is tried again later: transient errors, and
+    authentication problems (the record is not at fault)."""
+    return errors.is_transient(error) or isinstance(error, (
+            errors.AuthenticationRequired, errors.AuthenticationFailed))
+
+
 def _describe(error):
     "(code, description) to store for a KSeF error."
     params = getattr(error, 'params', {}) or {}
@@ -498,9 +505,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
                     session_reference=error.params.get('session'))
                 return 'stop'
             except errors.KSeFError as error:
-                if errors.is_transient(error) or isinstance(
-                        error, (errors.AuthenticationRequired,
-                            errors.AuthenticationFailed)):
+                if _retry_later(error):
                     cls._ksef_transient([record], error)
                     return 'stop'
                 cls._ksef_reject([record], error)
@@ -571,9 +576,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
                     client.upload_batch_parts(session, package)
                     client.close_batch_session(session)
             except errors.KSeFError as error:
-                if errors.is_transient(error) or isinstance(
-                        error, (errors.AuthenticationRequired,
-                            errors.AuthenticationFailed)):
+                if _retry_later(error):
                     cls._ksef_transient(cls.browse([r.id for r in group]),
                         error)
                     transaction.commit()
