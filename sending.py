@@ -495,10 +495,13 @@ class InvoiceKSeF(metaclass=PoolMeta):
                         return 'failed'
                 result = client.send_invoice(session, record.fa3,
                     **record._ksef_send_values())
-            except errors.SessionClosed:
+            except errors.SessionClosed as error:
                 sender.drop_session()
                 if attempt:
-                    raise
+                    # Closed again at once: try later, like any transient
+                    # failure, instead of ending the whole run.
+                    cls._ksef_transient([record], error)
+                    return 'stop'
                 continue
             except errors.OutcomeUnknown as error:
                 cls._ksef_transient([record], error,
