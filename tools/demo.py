@@ -303,8 +303,10 @@ class Demo:
             return record
         self.polish = party("Nabywca sp. z o.o.", "ul. Floriańska 3",
             "31-019", "Kraków", 'PL', ('pl_vat', '6760001238'))
+        # The German VAT number type: Tryton 8.2 would ask VIES (network)
+        # to check an eu_vat identifier.
         self.eu = party("EFG GmbH", "Blümchenstraße 1", "10999", "Berlin",
-            'DE', ('eu_vat', 'DE136695976'))
+            'DE', ('de_vat', '136695976'))
         self.foreign = party("Acme Corporation", "1 Market Street",
             "94105", "San Francisco, CA", 'US', ('us_ein', '043210987'))
         self.consumer = party("Jan Nowak", "ul. Lipowa 3", "00-003",
