@@ -203,14 +203,25 @@ class SimulatorAdmin:
             % nip)
 
 
+def check_port(port):
+    "Refuse a taken port before touching the output of a previous run."
+    import socket
+    with socket.socket() as sock:
+        # as the server does: connections of a previous run in TIME_WAIT
+        # do not hold the port, a listening socket does
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(('127.0.0.1', port))
+        except OSError as error:
+            raise DemoError("cannot start the simulator on 127.0.0.1:%s (%s):"
+                " stop what uses the port (a simulator started by hand?) or"
+                " pass --port" % (port, error.strerror or error)) from None
+
+
 def start_simulator(port, log_path):
-    try:
-        return serve_in_thread(port=port, log_path=log_path,
-            processing_delay=0.05)
-    except OSError as error:
-        raise DemoError("cannot start the simulator on 127.0.0.1:%s (%s): "
-            "stop what uses the port or pass --port" % (port, error)) \
-            from None
+    check_port(port)
+    return serve_in_thread(port=port, log_path=log_path,
+        processing_delay=0.05)
 
 
 # --- the demo proper, through proteus --------------------------------------
@@ -927,6 +938,7 @@ def main(argv=None):
     out = os.path.abspath(args.out)
     server = None
     try:
+        check_port(args.port)
         prepare_output(out)
         config_path = write_config(out, args.port)
         step("Starting the KSeF simulator on 127.0.0.1:%d" % args.port)
