@@ -151,11 +151,15 @@ def create_database(config_path):
         passfile.flush()
         env = dict(os.environ, TRYTONPASSFILE=passfile.name)
         bindir = os.path.dirname(sys.executable)
-        subprocess.run([os.path.join(bindir, 'trytond-admin'),
-                '-c', config_path, '-d', DB_NAME,
-                '--activate-dependencies', '-u', 'ksef',
-                '--email', 'admin@example.com'],
-            check=True, env=env, stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run([os.path.join(bindir, 'trytond-admin'),
+                    '-c', config_path, '-d', DB_NAME,
+                    '--activate-dependencies', '-u', 'ksef',
+                    '--email', 'admin@example.com'],
+                check=True, env=env, stdout=subprocess.DEVNULL)
+        except subprocess.CalledProcessError as error:
+            raise DemoError("trytond-admin failed (exit status %s)"
+                % error.returncode) from None
     return db_file
 
 
@@ -572,8 +576,10 @@ class Demo:
             "%s: CODE I labelled %r", record.number, ksef.qr_label)
 
     def check_code2(self, record, ksef):
-        slug = [s for s, r in self.invoices if r == record][0]['slug']
-        der = self.certificates[slug, 'offline']
+        settings, = [s for s, r in self.invoices if r == record]
+        der = self.certificates.get((settings['slug'], 'offline'))
+        check(der, "%s: issued offline by %s, which has no offline "
+            "certificate", record.number, settings['name'])
         check(ksef.code2_link and ksef.code2_link.startswith(
                 TEST_QR_URL + 'certificate/'),
             "%s: issued offline without CODE II", record.number)
