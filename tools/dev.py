@@ -7,6 +7,7 @@
                               [-k NAME] [--jobs N]
     python3 tools/dev.py demo [demo options]
     python3 tools/dev.py venv SERIES
+    python3 tools/dev.py web [--port 8000] [--no-simulator]
 
 Each Tryton series gets its own virtual environment in .venv/<series>,
 created and kept up to date here, so a fresh machine needs only Python 3.11+.
@@ -259,6 +260,14 @@ def cmd_demo(args):
     return subprocess.call(cmd, cwd=ROOT)
 
 
+def cmd_web(args):
+    "The demo database in Tryton's web client (tools/web.py)."
+    import web
+    python = ensure_venv(web.SERIES)
+    return web.serve(os.path.dirname(python), port=args.port,
+        simulator=not args.no_simulator)
+
+
 def main():
     parser = argparse.ArgumentParser(prog='tools/dev.py')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -279,6 +288,12 @@ def main():
     demo.add_argument('--series', default='8.0', choices=SERIES)
     demo.add_argument('rest', nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
+    web = sub.add_parser('web',
+        help="serve the demo database in Tryton's web client")
+    web.add_argument('--port', type=int, default=8000)
+    web.add_argument('--no-simulator', action='store_true',
+        help="do not start the KSeF simulator of the demo configuration")
+    web.set_defaults(func=cmd_web)
     args = parser.parse_args()
     return args.func(args)
 
