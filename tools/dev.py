@@ -5,7 +5,7 @@
 
     python3 tools/dev.py test [--series 8.0 8.2] [--backend sqlite postgresql]
                               [-k NAME] [--jobs N]
-    python3 tools/dev.py demo [demo options]
+    python3 tools/dev.py demo [--series 8.0] [--port 8765] [--out demo-out]
     python3 tools/dev.py venv SERIES
     python3 tools/dev.py web [--port 8000] [--no-simulator]
     python3 tools/dev.py screenshots [--port 8000]
@@ -257,9 +257,19 @@ def cmd_venv(args):
 
 
 def cmd_demo(args):
+    start = time.monotonic()
     python = ensure_venv(args.series)
-    cmd = [python, os.path.join(ROOT, 'tools', 'demo.py')] + args.rest
-    return subprocess.call(cmd, cwd=ROOT)
+    log("==> .venv/%s ready, module installed (%.0f s)"
+        % (args.series, time.monotonic() - start))
+    cmd = [python, os.path.join(ROOT, 'tools', 'demo.py')]
+    if args.port is not None:
+        cmd += ['--port', str(args.port)]
+    if args.out is not None:
+        cmd += ['--out', os.path.abspath(args.out)]
+    code = subprocess.call(cmd, cwd=ROOT)
+    log("==> make demo: %.0f s in all, exit status %d"
+        % (time.monotonic() - start, code))
+    return code
 
 
 def cmd_web(args):
@@ -299,7 +309,9 @@ def main():
     venv.set_defaults(func=cmd_venv)
     demo = sub.add_parser('demo', help="run the demo")
     demo.add_argument('--series', default='8.0', choices=SERIES)
-    demo.add_argument('rest', nargs=argparse.REMAINDER)
+    demo.add_argument('--port', type=int,
+        help="port of the KSeF simulator on 127.0.0.1 (default 8765)")
+    demo.add_argument('--out', help="output folder (default demo-out)")
     demo.set_defaults(func=cmd_demo)
     web = sub.add_parser('web',
         help="serve the demo database in Tryton's web client")

@@ -22,7 +22,8 @@ service at ``/latarnia/status`` and ``/latarnia/messages``, pre-signed
 storage URLs under ``/storage`` and the test administration under ``/_sim``
 (``health``, ``log``, ``faults``, ``clock``, ``keys/rotate``,
 ``ksef-tokens``, ``tokens/expire``, ``sessions/<ref>/close``,
-``latarnia``, ``contract-violations``).
+``latarnia``, ``contract-violations``, ``auth`` and
+``auth/<ref>/document``: the signed AuthTokenRequest as received).
 
 Test controls on a :class:`Simulator`: ``faults`` (:mod:`.faults`),
 ``clock`` (:class:`Clock`), ``latarnia`` (:mod:`.latarnia`), ``log``

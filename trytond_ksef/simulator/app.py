@@ -177,6 +177,8 @@ ADMIN_ROUTES = [
     ('POST', '/_sim/latarnia/<int:event_id>/end', 'admin_end_event'),
     ('DELETE', '/_sim/latarnia', 'admin_clear_latarnia'),
     ('GET', '/_sim/contract-violations', 'admin_violations'),
+    ('GET', '/_sim/auth', 'admin_auth_operations'),
+    ('GET', '/_sim/auth/<ref>/document', 'admin_auth_document'),
     ]
 
 
@@ -766,6 +768,7 @@ class Simulator:
             category='XadesSignature', method=method, method_code=code,
             display_name=name, context=context, subject=subject,
             final_status=final, document_hash=crypto.sha256_b64(data),
+            document=data,
             permissions=permissions,
             allowed_ips=verified.allowed_ips)
         return self._init_response(operation)
@@ -1621,6 +1624,26 @@ class Simulator:
     def _admin_clear_latarnia(self, request):
         self.latarnia.clear()
         return Response(status=204)
+
+    def _admin_auth_operations(self, request):
+        "The authentications so far, oldest first (no token, no document)."
+        return _json([{
+                    'referenceNumber': o.reference,
+                    'startDate': iso(o.start),
+                    'category': o.category,
+                    'contextIdentifier': {
+                        'type': o.context[0], 'value': o.context[1]},
+                    'status': o.status(),
+                    'documentHash': o.document_hash,
+                    } for o in sorted(self.auth_operations.values(),
+                    key=lambda o: o.start)])
+
+    def _admin_auth_document(self, request, ref):
+        "The signed AuthTokenRequest of an authentication, byte for byte."
+        operation = self.auth_operations.get(ref)
+        if operation is None or operation.document is None:
+            return _json({'error': "no such XAdES authentication"}, 404)
+        return Response(operation.document, 200, mimetype='application/xml')
 
 
 def _ip_allowed(address, policy):

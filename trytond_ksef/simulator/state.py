@@ -310,6 +310,7 @@ class AuthOperation:
     final_status: dict
     ready_at: float = 0.0             # time.monotonic() of completion
     document_hash: str = None         # SkrotDokumentuUwierzytelniajacego
+    document: bytes = None            # the signed request, as received
     ksef_token_reference: str = None  # NumerReferencyjnyTokenaKSeF
     permissions: frozenset = frozenset()
     redeemed: bool = False

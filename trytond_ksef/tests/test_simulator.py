@@ -299,6 +299,33 @@ class AuthenticationTest(SimulatorCase):
         return self.client.post('/auth/xades-signature', content=signed,
             headers={'Content-Type': 'application/xml'})
 
+    def test_admin_auth_document(self):
+        "The admin API gives back the signed request byte for byte."
+        cert = testcerts.make_certificate(nip=NIP, seal=True)
+        challenge = self.client.post('/auth/challenge').json()['challenge']
+        signed = T.signed_auth_request(challenge, NIP, *cert)
+        response = self.client.post('/auth/xades-signature', content=signed,
+            headers={'Content-Type': 'application/xml'})
+        self.assertEqual(response.status_code, 202, response.text)
+        reference = response.json()['referenceNumber']
+        listing = self.client.get('http://ksef.test/_sim/auth')
+        self.assertEqual(listing.status_code, 200)
+        operation, = listing.json()
+        self.assertEqual(operation['referenceNumber'], reference)
+        self.assertEqual(operation['contextIdentifier'],
+            {'type': 'Nip', 'value': NIP})
+        self.assertEqual(operation['documentHash'], crypto.sha256_b64(signed))
+        self.assertNotIn('token', json.dumps(operation).lower())
+        document = self.client.get(
+            'http://ksef.test/_sim/auth/%s/document' % reference)
+        self.assertEqual(document.status_code, 200)
+        self.assertTrue(document.headers['content-type'].startswith(
+            'application/xml'))
+        self.assertEqual(document.content, signed)
+        missing = self.client.get(
+            'http://ksef.test/_sim/auth/%s/document' % 'AU-X')
+        self.assertEqual(missing.status_code, 404)
+
     def check_happy_path(self, key_type):
         response = self.xades(key_type=key_type)
         self.assertEqual(response.status_code, 202, response.text)
