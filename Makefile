@@ -5,15 +5,22 @@
 #   make demo   - the module on an embedded SQLite database against the simulator
 #   make test   - lint and the whole test suite (Tryton 8.0 and 8.2, SQLite and
 #                 PostgreSQL when 127.0.0.1:5432 answers)
+#   make web    - the demo database in Tryton's web client on 127.0.0.1:8000
 PYTHON ?= python3
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean web screenshots
 
 demo:
 	$(PYTHON) tools/dev.py demo
 
 test:
 	$(PYTHON) tools/dev.py test
+
+web:
+	$(PYTHON) tools/dev.py web
+
+screenshots:
+	$(PYTHON) tools/dev.py screenshots
 
 venv:
 	$(PYTHON) tools/dev.py venv 8.0

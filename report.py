@@ -56,6 +56,16 @@ class InvoiceKSeF(metaclass=PoolMeta):
             "OFFLINE while the invoice has none."),
         'get_qr_label')
 
+    code1_image = fields.Function(fields.Binary(
+            "CODE I",
+            help="The QR code CODE I exactly as printed on the invoice."),
+        'get_qr_image')
+    code2_image = fields.Function(fields.Binary(
+            "CODE II",
+            help="The QR code CODE II exactly as printed on an invoice "
+            "issued offline."),
+        'get_qr_image')
+
     def get_code1_link(self, name=None):
         """CODE I of the frozen FA(3) document, or None without one.
 
@@ -71,6 +81,13 @@ class InvoiceKSeF(metaclass=PoolMeta):
 
     def get_qr_label(self, name=None):
         return self.ksef_number or qr.LABEL_OFFLINE
+
+    def get_qr_image(self, name):
+        "The PNG of CODE I or CODE II that the printed invoice shows."
+        codes = self.qr_codes()
+        index = {'code1_image': 0, 'code2_image': 1}[name]
+        if index < len(codes):
+            return qr.png(*codes[index])
 
     def qr_codes(self):
         """The (link, label) of each QR code to print on the invoice.

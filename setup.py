@@ -60,6 +60,8 @@ tests_require = [
     'ruff>=0.6',
     'hypothesis>=6.100',
     'zxing-cpp>=2.2',
+    # drives Tryton's web client in headless Chromium (tools/screenshots.py)
+    'selenium>=4.20',
     ]
 
 data_files_module = (

@@ -20,6 +20,29 @@ class KsefTestCase(CompanyTestMixin, ModuleTestCase):
     module = 'ksef'
 
     @with_transaction()
+    def test_list_views_datetime_widgets(self):
+        "The date-time columns of list views are shown as a date or a time"
+        # Tryton's clients have no date-time column: the web client fails
+        # to open a list (or a form embedding it) with one.
+        from lxml import etree
+        pool = Pool()
+        View = pool.get('ir.ui.view')
+        checked = 0
+        for view in View.search([('module', '=', 'ksef')]):
+            Model = pool.get(view.model)
+            result = Model.fields_view_get(
+                view_id=(view.inherit or view).id)
+            if result['type'] != 'tree':
+                continue
+            for field in etree.fromstring(result['arch']).iter('field'):
+                type_ = result['fields'][field.get('name')]['type']
+                if type_ in {'datetime', 'timestamp'}:
+                    checked += 1
+                    with self.subTest(view=view.name, field=field.get('name')):
+                        self.assertIn(field.get('widget'), {'date', 'time'})
+        self.assertTrue(checked)
+
+    @with_transaction()
     def test_fa3_messages(self):
         "Every data problem of the FA(3) core has a Tryton message"
         from trytond.modules.ksef.invoice import PROBLEM_PARAMS

@@ -7,6 +7,8 @@
                               [-k NAME] [--jobs N]
     python3 tools/dev.py demo [--series 8.0] [--port 8765] [--out demo-out]
     python3 tools/dev.py venv SERIES
+    python3 tools/dev.py web [--port 8000] [--no-simulator]
+    python3 tools/dev.py screenshots [--port 8000]
 
 Each Tryton series gets its own virtual environment in .venv/<series>,
 created and kept up to date here, so a fresh machine needs only Python 3.11+.
@@ -94,9 +96,10 @@ def ensure_venv(series, quiet=True):
     return python
 
 
-def ensure_system_packages():
+def ensure_system_packages(packages=SYSTEM_PACKAGES,
+        without="the tests that use it are skipped"):
     "Install the distribution tools some tests use, when we can."
-    missing = [pkg for cmd, pkg in SYSTEM_PACKAGES.items()
+    missing = [pkg for cmd, pkg in packages.items()
         if not shutil.which(cmd)]
     if not missing:
         return
@@ -112,8 +115,8 @@ def ensure_system_packages():
             return
         except subprocess.CalledProcessError:
             pass
-    log("NOTE: %s not installed (needs root and apt-get): the tests that use"
-        " it are skipped" % ', '.join(missing))
+    log("NOTE: %s not installed (needs root and apt-get): %s"
+        % (', '.join(missing), without))
 
 
 def postgresql_available():
@@ -269,6 +272,25 @@ def cmd_demo(args):
     return code
 
 
+def cmd_web(args):
+    "The demo database in Tryton's web client (tools/web.py)."
+    import web
+    python = ensure_venv(web.SERIES)
+    return web.serve(os.path.dirname(python), port=args.port,
+        simulator=not args.no_simulator)
+
+
+def cmd_screenshots(args):
+    "The README's screenshots of the web client (tools/screenshots.py)."
+    import web
+    python = ensure_venv(web.SERIES)
+    ensure_system_packages({'chromium': 'chromium',
+            'chromedriver': 'chromium-driver'},
+        "no screenshots without Debian's chromium and chromium-driver")
+    cmd = [python, os.path.join(ROOT, 'tools', 'screenshots.py')]
+    return subprocess.call(cmd + args.rest, cwd=ROOT)
+
+
 def main():
     parser = argparse.ArgumentParser(prog='tools/dev.py')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -291,6 +313,16 @@ def main():
         help="port of the KSeF simulator on 127.0.0.1 (default 8765)")
     demo.add_argument('--out', help="output folder (default demo-out)")
     demo.set_defaults(func=cmd_demo)
+    web = sub.add_parser('web',
+        help="serve the demo database in Tryton's web client")
+    web.add_argument('--port', type=int, default=8000)
+    web.add_argument('--no-simulator', action='store_true',
+        help="do not start the KSeF simulator of the demo configuration")
+    web.set_defaults(func=cmd_web)
+    shots = sub.add_parser('screenshots',
+        help="take the README's screenshots of the web client")
+    shots.add_argument('rest', nargs=argparse.REMAINDER)
+    shots.set_defaults(func=cmd_screenshots)
     args = parser.parse_args()
     return args.func(args)
 
