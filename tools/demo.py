@@ -971,10 +971,10 @@ def main(argv=None):
         server.simulator.check()
         files = check_output(out, summary, demo.certificates)
         print_table(demo.table)
-        note("%d files in %s; log in as admin / %s with"
-            " `trytond -c %s -d %s`" % (len(files),
-                os.path.relpath(out, os.getcwd()), ADMIN_PASSWORD,
-                os.path.relpath(config_path, os.getcwd()), DB_NAME))
+        note("%d files in %s; `make web` serves this database in Tryton's"
+            " web client at http://127.0.0.1:8000 (admin / %s)" % (
+                len(files), os.path.relpath(out, os.getcwd()),
+                ADMIN_PASSWORD))
     except DemoError as error:
         print("DEMO FAILED: %s" % error, file=sys.stderr, flush=True)
         return 1
