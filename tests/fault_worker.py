@@ -14,12 +14,14 @@ chosen moment):
     run the queue task TASK_ID, as trytond-worker does
     (``trytond.worker.run_task``);
 ``cron METHOD [OPTION=VALUE...]``
-    run the scheduled task METHOD as trytond-cron does (run_once in a
-    transaction of user 0 with the ``_cron`` context), with these [ksef]
-    options changed.
+    run the scheduled task METHOD as trytond-cron does (``ir.cron``
+    ``run``: run_once in a transaction of user 0 with the ``_cron``
+    context, run again after a database error up to [database] retry
+    times), with these [ksef] options changed.
 
 It prints ``SENT`` with the KSeF records it sent itself (ids, comma
-separated) and ``WINDOW`` with the wall-clock start and end of the run.
+separated), ``RETRIES`` with the number of runs again after a database
+error (cron) and ``WINDOW`` with the wall-clock start and end of the run.
 """
 import sys
 import time
@@ -28,6 +30,7 @@ import time
 def main(argv):
     database = argv[1]
     import trytond.config as config
+    from trytond import backend
     from trytond.pool import Pool
     from trytond.transaction import Transaction
     from trytond.worker import run_task
@@ -63,19 +66,29 @@ def main(argv):
         key, value = option.split('=', 1)
         config.set('ksef', key, value)
     start = time.time()
+    retries = 0
     if action == 'task':
         run_task(pool, int(argument))
     elif action == 'cron':
-        with Transaction().start(database, 0,
-                context={'_cron': argument, '_skip_warnings': True}
-                ) as transaction:
-            Cron = pool.get('ir.cron')
-            Cron.run_once(Cron.search([('method', '=', argument)]))
-            transaction.commit()
+        Cron = pool.get('ir.cron')
+        while True:
+            try:
+                with Transaction().start(database, 0, context={
+                            '_cron': argument, '_skip_warnings': True,
+                            }) as transaction:
+                    Cron.run_once(Cron.search([('method', '=', argument)]))
+                    transaction.commit()
+                break
+            except backend.DatabaseOperationalError:
+                if retries >= config.getint('database', 'retry'):
+                    raise
+                retries += 1
+                time.sleep(0.02 * retries)
     else:
         raise SystemExit("unknown action %r" % action)
     end = time.time()
     print('SENT %s' % ','.join(map(str, sent)), flush=True)
+    print('RETRIES %d' % retries, flush=True)
     print('WINDOW %r %r' % (start, end), flush=True)
     return 0
 
