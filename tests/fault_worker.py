@@ -8,7 +8,7 @@ The database and the [ksef] options come from the environment
 (TRYTOND_DATABASE_URI, TRYTOND_DATABASE__PATH, TRYTOND_KSEF__*).  The
 worker loads the pool, prints ``READY`` and waits for one command on its
 standard input (so that the test starts it early and gives it work at the
-chosen moment):
+chosen moment; an empty line or the end of input ends it):
 
 ``task TASK_ID``
     run the queue task TASK_ID, as trytond-worker does
@@ -61,7 +61,11 @@ def main(argv):
     InvoiceKSeF._ksef_send_batch = _ksef_send_batch
 
     print('READY', flush=True)
-    action, argument, *options = sys.stdin.readline().split()
+    command = sys.stdin.readline().split()
+    if not command:
+        # Not needed: end quietly.
+        return 0
+    action, argument, *options = command
     for option in options:
         key, value = option.split('=', 1)
         config.set('ksef', key, value)

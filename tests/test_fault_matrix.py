@@ -493,7 +493,12 @@ class FaultMatrixTestCase(unittest.TestCase):
     @staticmethod
     def _reap(process):
         if process.poll() is None:
-            process.kill()
+            # An idle worker ends on the end of its input.
+            process.stdin.close()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         process.wait(timeout=30)
         process.stdout.close()
         process.stdin.close()
