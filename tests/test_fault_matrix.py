@@ -729,12 +729,13 @@ class FaultMatrixTestCase(unittest.TestCase):
             ('pending', 'online', 'ksef_rate_limited'))
         self.assertTrue(told(first))
         # Retry-After (2 s or more: a minute lasts 3 s here) wins over
-        # retry_delay (0 s).
+        # retry_delay (0 s): due a second or more after KSeF's answer.
         refused, = self.log(status=429)
-        refused_at = dt.datetime.fromisoformat(refused['time']).astimezone(
-            dt.timezone.utc).replace(tzinfo=None)
+        answered = (dt.datetime.fromisoformat(refused['time']).astimezone(
+                dt.timezone.utc).replace(tzinfo=None)
+            + dt.timedelta(milliseconds=refused['durationMs']))
         self.assertGreaterEqual(
-            (first['next_attempt'] - refused_at).total_seconds(), 2.5)
+            (first['next_attempt'] - answered).total_seconds(), 0.9)
         # The send task does not try it before that time.
         self.run_cron(SEND)
         self.assertEqual(self.ksef_received(first['hash']), [])
