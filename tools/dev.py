@@ -137,6 +137,7 @@ class Job:
         self.summary = None
         self.log_path = None
         self.returncode = None
+        self.faults = []
 
     def __call__(self, log_dir):
         self.log_path = os.path.join(log_dir,
@@ -158,6 +159,9 @@ class Job:
             if line.startswith('RESULT '):
                 self.summary = json.loads(line[len('RESULT '):])
             else:
+                if line.startswith('FAULT '):
+                    # The fault matrix' lines (tests/test_fault_matrix.py)
+                    self.faults.append(line)
                 with open(self.log_path, 'a') as out:
                     out.write(line + '\n')
         if self.summary is None:
@@ -236,6 +240,13 @@ def cmd_test(args):
                 log("---- output of %s ----\n%s\n---- end of %s ----"
                     % (s['label'], text[-60000:], s['label']))
             summaries.append(s)
+    if any(job.faults for job in jobs):
+        log("Fault matrix:")
+        for job in jobs:
+            if job.faults:
+                log("  %s" % job.label)
+                for line in job.faults:
+                    log(line)
     skips = sorted({r for s in summaries for r in s.get('skips', [])})
     if skips:
         log("Skipped tests and why:")
