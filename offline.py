@@ -140,11 +140,9 @@ class InvoiceKSeF(metaclass=PoolMeta):
     def _ksef_unreachable(cls, records):
         super()._ksef_unreachable(records)
         today = polish_today()
-        to_offline, to_update = [], []
+        to_offline = []
         for record in records:
-            if record.state == 'offline':
-                to_update.append(record)
-            elif (record.state == 'pending' and record.mode == 'online'
+            if (record.state == 'pending' and record.mode == 'online'
                     and record.authorization.offline_available):
                 to_offline.append(record)
         if to_offline:
@@ -158,8 +156,11 @@ class InvoiceKSeF(metaclass=PoolMeta):
                 # The offline key cannot be used: stay pending, say why.
                 cls.write(to_offline, {
                         'error_description': error.message})
-        for record in to_update:
-            cls.write([record], {'deadline': record._ksef_deadline(today)})
+        # KSeF is still unavailable: the deadline of every invoice waiting
+        # in offline mode for it moves, not only of those tried now (else
+        # they would be notified past a deadline KSeF itself postponed).
+        cls.ksef_update_deadlines(
+            {r.authorization.environment for r in records})
 
     @classmethod
     def ksef_update_deadlines(cls, environments):

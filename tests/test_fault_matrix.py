@@ -998,3 +998,42 @@ class FaultMatrixTestCase(unittest.TestCase):
         row, = self.records(ids)
         self.assertEqual(row['state'], 'accepted')
 
+    def test_deadline_moves_while_unavailable(self):
+        """KSeF still unavailable days later: a send attempt moves the
+        deadline of every invoice waiting offline for it, also of those
+        not tried in that run, so none is notified past its deadline."""
+        outage = self.simulator.faults.add('outage', path='^/v2/',
+            persistent=True)
+        self.set_option('ksef', 'retry_delay', '3600')
+        try:
+            ids = self.post(2, together=False)
+            rows = self.records(ids)
+            self.assertEqual([r['state'] for r in rows], ['offline'] * 2)
+            first = rows[0]['deadline']
+            self.assertEqual(rows[1]['deadline'], first)
+            later = first + dt.timedelta(days=3)
+            second_attempt = rows[1]['next_attempt']
+            with Transaction().start(self.db, 0) as transaction:
+                InvoiceKSeF = Pool().get('account.invoice.ksef')
+                # Only the first one is due for another attempt.
+                InvoiceKSeF.write(InvoiceKSeF.browse([rows[0]['id']]),
+                    {'next_attempt': None})
+                transaction.commit()
+            with mock.patch('trytond.modules.ksef.offline.polish_today',
+                    return_value=later):
+                self.run_cron(SEND)
+            rows = self.records(ids)
+            self.assertEqual([r['state'] for r in rows], ['offline'] * 2)
+            self.assertGreater(rows[0]['deadline'], later)
+            self.assertEqual(rows[1]['deadline'], rows[0]['deadline'])
+            # The second was not tried again.
+            self.assertEqual(rows[1]['next_attempt'], second_attempt)
+        finally:
+            self.set_option('ksef', 'retry_delay',
+                KSEF_OPTIONS['retry_delay'])
+            self.simulator.faults.remove(outage.id)
+        Invoice = Model.get('account.invoice')
+        Invoice.click([Invoice(i) for i in ids], 'ksef_send')
+        self.assertEqual([r['state'] for r in self.records(ids)],
+            ['accepted'] * 2)
+
