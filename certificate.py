@@ -150,7 +150,8 @@ class Certificate(ModelSQL, ModelView):
             raise KSeFCertificateError(gettext(
                     'ksef.msg_certificate_key_missing',
                     certificate=self.rec_name))
-        return core.load_private_key(data, None)
+        # Checked at the upload (key matches the certificate).
+        return core.load_private_key(data, None, checked=True)
 
     @classmethod
     def copy(cls, certificates, default=None):

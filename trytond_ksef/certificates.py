@@ -23,6 +23,7 @@ asn1crypto already handles.
 """
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import re
@@ -506,12 +507,15 @@ def _password_bytes(password):
     raise TypeError("password must be bytes, str or None")
 
 
-def load_private_key(data, password=None):
+def load_private_key(data, password=None, checked=False):
     """Load a private key: PKCS#8 (plain or encrypted), PKCS#1 or SEC1
     (traditional, also encrypted PEM), in PEM, DER or bare Base64 DER.
 
     Returns a `cryptography` private key object (use it to sign).  A
     password given for a key that is not encrypted is ignored.
+    `checked=True` is for a key this package already loaded and checked
+    (a stored key): the RSA consistency check, a tenth of a second for
+    each load, is not repeated.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("key data must be bytes")
@@ -523,6 +527,9 @@ def load_private_key(data, password=None):
         loader = serialization.load_der_private_key
         if data[:1] != b'\x30' and _B64_RE.match(data):
             data = _b64decode(data) or data
+    if checked:
+        loader = functools.partial(loader,
+            unsafe_skip_rsa_key_validation=True)
     try:
         return loader(data, None)
     except TypeError:

@@ -214,6 +214,10 @@ class KeyTest(CodeMixin, unittest.TestCase):
                     loaded = certificates.load_private_key(data, password)
                     self.assertEqual(loaded.private_numbers(),
                         key.private_numbers())
+                    checked = certificates.load_private_key(data, password,
+                        checked=True)
+                    self.assertEqual(checked.private_numbers(),
+                        key.private_numbers())
                     if password is None:
                         # A password for a plain key is ignored.
                         certificates.load_private_key(data, b'unused')
