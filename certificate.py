@@ -328,7 +328,9 @@ class CertificateUpload(Wizard):
             files['key_bytes'] = start.private_key
         # Nothing secret stays in the wizard's session data.
         start.password = start.private_key = start.pkcs12 = None
-        if not any(files.values()):
+        # Both files of a pair are needed: a certificate without its key
+        # is useless here (and inspect() needs the certificate).
+        if not all(files.values()):
             raise KSeFCertificateError(gettext('ksef.msg_certificate_no_file'))
         secret_key()  # A clear message before any work when it is missing.
         try:

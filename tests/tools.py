@@ -66,3 +66,27 @@ def find_secrets(config, model_names, secrets):
         if _scan(rows, forms):
             found.append((name, '*', 'export'))
     return found
+
+
+def count_certificates(config):
+    "Number of KSeF certificates, inactive ones included (server side)."
+    with Transaction().start(config.database_name, 0, readonly=True,
+            context={'active_test': False}):
+        return Pool().get('ksef.certificate').search_count([])
+
+
+def message_patterns(config, names, language):
+    """{name: compiled regular expression} matching the text of message
+    ``ksef.<name>`` in `language`, any value in place of its parameters."""
+    import re
+    patterns = {}
+    with Transaction().start(config.database_name, 0, readonly=True,
+            context={'language': language}):
+        pool = Pool()
+        Message = pool.get('ir.message')
+        ModelData = pool.get('ir.model.data')
+        for name in names:
+            text = Message(ModelData.get_id('ksef', name)).text
+            pattern = re.sub(r'%\\\(\w+\\\)s', '.+', re.escape(text))
+            patterns[name] = re.compile(pattern + r'\Z', re.S)
+    return patterns

@@ -312,16 +312,22 @@ def arguments(which, data, password):
     return {'p12_bytes': data, 'password': password}
 
 
+ERROR_CODES = ('wrong_password', 'weak_key', 'unsupported_key',
+    'key_mismatch', 'purpose_mismatch', 'expired', 'not_yet_valid')
+
+
 def sample(count, seed):
-    """`count` cases drawn with `random.Random(seed)`: every key type,
-    usage, validity, container and password choice shows up in a sample
-    of a few dozen; only bad ones (expected error) are returned."""
+    """`count` bad cases drawn with `random.Random(seed)`, taking each
+    expected error of `ERROR_CODES` in turn (so a sample of a few dozen
+    meets every check, with varied key types, containers, encodings and
+    passwords)."""
     rng = random.Random(seed)
     cases = []
     while len(cases) < count:
+        wanted = ERROR_CODES[len(cases) % len(ERROR_CODES)]
         case = Case(
             key=rng.choice(list(KEYS)),
-            mismatch=rng.random() < 0.15,
+            mismatch=rng.random() < 0.3,
             usage=rng.choice(list(USAGES)),
             validity=rng.choice(list(VALIDITIES)),
             subject=rng.choice(SUBJECTS),
@@ -331,19 +337,24 @@ def sample(count, seed):
             password=rng.choice(PASSWORDS),
             purpose=rng.choice(('authentication', 'offline')),
             wrong_password='wrong-%08x' % rng.getrandbits(32))
-        if valid(case) and expected(case)[0] is not None:
+        if valid(case) and expected(case)[0] == wanted:
             cases.append(case)
     return cases
 
 
-def hostile_sample(count, seed):
+HOSTILE_KINDS = ('random', 'pem_random', 'truncated', 'mutated')
+
+
+def hostile_sample(count, seed, kinds=HOSTILE_KINDS):
     """`count` (description, inspect keyword arguments) of random,
-    truncated and mutated files, drawn with `random.Random(seed)`."""
+    truncated and mutated files, drawn with `random.Random(seed)`.  All
+    but 'mutated' ones must be refused (a mutation may hit a byte without
+    meaning)."""
     rng = random.Random(seed)
     files = material()
     result = []
     while len(result) < count:
-        kind = rng.choice(('random', 'pem_random', 'truncated', 'mutated'))
+        kind = rng.choice(kinds)
         which = rng.choice(('cert_bytes', 'key_bytes', 'p12_bytes'))
         if kind == 'random':
             data = rng.randbytes(rng.randrange(0, 2048))
