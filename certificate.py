@@ -269,12 +269,15 @@ class CertificateUploadStart(ModelView):
             'invisible': Eval('file_format') != 'separate',
             'required': Eval('file_format') == 'separate',
             })
-    private_key = fields.Binary("Private Key (.key, .pem)",
+    # The names of the fields that carry secrets contain "secret" (or
+    # "password"): Tryton then leaves their values out of its RPC log,
+    # which otherwise writes every argument in full at DEBUG level.
+    private_key_secret = fields.Binary("Private Key (.key, .pem)",
         states={
             'invisible': Eval('file_format') != 'separate',
             'required': Eval('file_format') == 'separate',
             })
-    pkcs12 = fields.Binary("PKCS#12 File",
+    pkcs12_secret = fields.Binary("PKCS#12 File",
         states={
             'invisible': Eval('file_format') != 'pkcs12',
             'required': Eval('file_format') == 'pkcs12',
@@ -323,13 +326,16 @@ class CertificateUpload(Wizard):
         password = start.password or None
         files = {}
         if start.file_format == 'pkcs12':
-            files['p12_bytes'] = start.pkcs12
+            files['p12_bytes'] = start.pkcs12_secret
         else:
             files['cert_bytes'] = start.certificate
-            files['key_bytes'] = start.private_key
+            files['key_bytes'] = start.private_key_secret
         # Nothing secret stays in the wizard's session data.
-        start.password = start.private_key = start.pkcs12 = None
-        if not any(files.values()):
+        start.password = start.private_key_secret = None
+        start.pkcs12_secret = None
+        # Both files of a pair are needed: a certificate without its key
+        # is useless here (and inspect() needs the certificate).
+        if not all(files.values()):
             raise KSeFCertificateError(gettext('ksef.msg_certificate_no_file'))
         secret_key()  # A clear message before any work when it is missing.
         try:

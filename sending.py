@@ -291,6 +291,9 @@ class InvoiceKSeF(metaclass=PoolMeta):
             if (self.error_code or '') in {'410', '415'}:
                 return gettext('ksef.msg_advice_rejected_permission')
             return gettext('ksef.msg_advice_rejected')
+        if (self.state == 'accepted' and not self.upo
+                and self.error_description):
+            return gettext('ksef.msg_advice_upo_retry')
         if self.state in {'pending', 'offline'} and self.error_description:
             if self.state == 'pending' and not (
                     self.authorization and
@@ -849,6 +852,9 @@ class InvoiceKSeF(metaclass=PoolMeta):
         cls.write([record], {
                 'upo': upo.content,
                 'upo_reference': record.ksef_number,
+                # A former failed download (e.g. a refused UPO) is over.
+                'error_code': None,
+                'error_description': None,
                 })
 
 

@@ -285,7 +285,7 @@ class FaultMatrixTestCase(unittest.TestCase):
             wizard = Wizard('ksef.certificate.upload', [authorization])
             wizard.form.purpose = purpose
             wizard.form.certificate = testcerts.pem(der)
-            wizard.form.private_key = testcerts.private_key_pem(key)
+            wizard.form.private_key_secret = testcerts.private_key_pem(key)
             try:
                 wizard.execute('upload')
             except UserWarning as warning:

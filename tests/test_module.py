@@ -157,5 +157,44 @@ class KsefTestCase(CompanyTestMixin, ModuleTestCase):
         data = fa3.build(invoice)
         self.assertEqual([p for p in fa3.validate(data) if p.is_error], [])
 
+    @with_transaction()
+    def test_wizard_secrets_left_out_of_rpc_log(self):
+        """Tryton's RPC log writes every argument in full at DEBUG level,
+        except values whose key names a password, token or secret: every
+        field of the module's wizard forms that may hold a key, a password
+        or a token is named so."""
+        from trytond.model import ModelSQL, ModelView
+        from trytond.tools.logging import format_args, is_sensitive_key
+        pool = Pool()
+        # The fields of the module's forms known to be public.
+        public = {
+            ('ksef.certificate.upload.start', 'certificate'),
+            }
+        secret = 'S3cret-value-' * 8
+        checked = []
+        for name, Model_ in pool.iterobject():
+            if (not issubclass(Model_, ModelView)
+                    or issubclass(Model_, ModelSQL)
+                    or not name.startswith('ksef.')):
+                continue
+            for field_name, field in Model_._fields.items():
+                if field._type not in {'binary', 'char', 'text'}:
+                    continue
+                with self.subTest(model=name, field=field_name):
+                    if (name, field_name) in public:
+                        continue
+                    self.assertTrue(is_sensitive_key(field_name))
+                    value = (secret.encode() if field._type == 'binary'
+                        else secret)
+                    # What the dispatcher logs for a wizard execute call.
+                    line = str(format_args(
+                            (1, {'start': {field_name: value}}, 'upload'),
+                            {}, True))
+                    self.assertNotIn('S3cret', line)
+                    checked.append((name, field_name))
+        self.assertIn(('ksef.certificate.upload.start', 'private_key_secret'),
+            checked)
+        self.assertIn(('ksef.token.set.start', 'token'), checked)
+
 
 del ModuleTestCase

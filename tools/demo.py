@@ -471,7 +471,7 @@ class Demo:
         wizard.form.purpose = 'authentication'
         wizard.form.file_format = 'separate'
         wizard.form.certificate = testcerts.pem(der)
-        wizard.form.private_key = testcerts.private_key_pem(key,
+        wizard.form.private_key_secret = testcerts.private_key_pem(key,
             password=KEY_PASSWORD)
         wizard.form.password = KEY_PASSWORD
         wizard.execute('upload')
@@ -483,7 +483,7 @@ class Demo:
             wizard = Wizard('ksef.certificate.upload', [authorization])
             wizard.form.purpose = 'offline'
             wizard.form.file_format = 'pkcs12'
-            wizard.form.pkcs12 = testcerts.pkcs12(der, key,
+            wizard.form.pkcs12_secret = testcerts.pkcs12(der, key,
                 password=KEY_PASSWORD)
             wizard.form.password = KEY_PASSWORD
             wizard.execute('upload')

@@ -244,6 +244,16 @@ _QC_COMPLIANCE = '0.4.0.1862.1.1'
 _CURVES = {
     'secp256r1': 'P-256', 'secp384r1': 'P-384', 'secp521r1': 'P-521'}
 
+# What cryptography raises on a malformed certificate: besides ValueError,
+# exceptions that derive from Exception only (found by fuzzing uploads).
+_X509_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm,
+    x509.InvalidVersion, x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType)
+# asn1crypto parses lazily and, on hostile input, fails with any of these
+# (an AttributeError when a CHOICE holds an unexpected alternative...).
+_ASN1_ERRORS = (ValueError, TypeError, KeyError, AttributeError,
+    IndexError, OverflowError)
+
 
 class _QcStatement(asn1_core.Sequence):
     _fields = [
@@ -322,7 +332,7 @@ def _normalise(der):
         if not changed:
             return None
         return cert.dump()
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         return None
 
 
@@ -338,7 +348,7 @@ def _parse(der):
         if fixed is not None:
             return x509.load_der_x509_certificate(fixed), True
         return x509.load_der_x509_certificate(der), False
-    except ValueError:
+    except _X509_ERRORS:
         raise CertificateError('unreadable_certificate') from None
 
 
@@ -491,7 +501,7 @@ def load_certificate(data):
             public_key=public_key,
             normalised=normalised,
             )
-    except (ValueError, UnsupportedAlgorithm):
+    except _X509_ERRORS:
         raise CertificateError('unreadable_certificate') from None
 
 
@@ -563,9 +573,14 @@ def load_pkcs12(data, password=None):
         raise TypeError("PKCS#12 data must be bytes")
     data = bytes(data)
     password = _password_bytes(password)
+    if password and b'\x00' in password:
+        # A PKCS#12 password is a NUL-terminated string: one with a NUL
+        # cannot be right (and cryptography panics on it).
+        raise CertificateError('wrong_password')
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion, x509.DuplicateExtension,
+            x509.UnsupportedGeneralNameType):
         # Either not PKCS#12 / wrong password, or a certificate that
         # cryptography refuses (KSeF CA): the fallback tells which.
         key_der, certs = _pkcs12_fallback(data, password)
@@ -653,7 +668,7 @@ def _pkcs12_fallback(data, password):
         content = pfx['auth_safe']['content'].native
         mac_data = pfx['mac_data']
         has_mac = mac_data.native is not None
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         raise CertificateError('unreadable_certificate') from None
     passwords = _pkcs12_passwords(password)
     if has_mac:
@@ -669,7 +684,7 @@ def _pkcs12_fallback(data, password):
         except CertificateError as exc:
             error = exc
             continue
-        except (ValueError, TypeError, KeyError):
+        except _ASN1_ERRORS:
             error = CertificateError('unreadable_certificate')
             continue
         if not keys:
@@ -685,14 +700,17 @@ def _mac_ok(mac_data, content, password):
     except (ValueError, TypeError, KeyError):
         # An unknown MAC (e.g. PBMAC1): decryption still tests the password.
         return True
-    iterations = mac_data['iterations'].native or 1
-    if iterations > MAX_ITERATIONS:
-        raise CertificateError('unreadable_certificate')
-    key = _pkcs12_kdf(hash_name, _bmp_password(password),
-        mac_data['mac_salt'].native, iterations, 3, digest.digest_size)
-    expected = mac_data['mac']['digest'].native
-    mac = hmac.new(key, content, hash_name).digest()
-    return hmac.compare_digest(mac, expected)
+    try:
+        iterations = mac_data['iterations'].native or 1
+        if not isinstance(iterations, int) or iterations > MAX_ITERATIONS:
+            raise CertificateError('unreadable_certificate')
+        key = _pkcs12_kdf(hash_name, _bmp_password(password),
+            mac_data['mac_salt'].native, iterations, 3, digest.digest_size)
+        expected = mac_data['mac']['digest'].native
+        mac = hmac.new(key, content, hash_name).digest()
+        return hmac.compare_digest(mac, expected)
+    except _ASN1_ERRORS:
+        raise CertificateError('unreadable_certificate') from None
 
 
 def _read_content(content_info, password, keys, certs):
@@ -726,7 +744,7 @@ def _read_bags(safe, password, keys, certs):
                 keys.append(value.untag().dump(force=True))
             elif kind == 'safe_contents':
                 _read_bags(value, password, keys, certs)
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         raise CertificateError('wrong_password') from None
 
 
@@ -739,7 +757,7 @@ def _pbe_decrypt(algorithm, data, password):
         salt = algorithm.kdf_salt
         iterations = algorithm.kdf_iterations
         hash_name = algorithm.kdf_hmac
-    except (ValueError, TypeError, KeyError):
+    except _ASN1_ERRORS:
         raise CertificateError('unreadable_certificate') from None
     if cipher_name == 'rc2' and key_length != 16:
         raise CertificateError('unsupported_pkcs12')

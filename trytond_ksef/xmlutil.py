@@ -41,6 +41,12 @@ class XMLError(ValueError):
     "A document that is not well-formed, too large or unsafe."
 
 
+# A DOCTYPE in the encodings libxml2 detects from the first bytes (ASCII
+# compatible ones and UTF-16): refused before the parser sees the DTD.
+_DOCTYPES = (b'<!DOCTYPE', '<!DOCTYPE'.encode('utf-16-le'),
+    '<!DOCTYPE'.encode('utf-16-be'))
+
+
 class _LocalCrdResolver(etree.Resolver):
     def resolve(self, url, pubid, context):
         if url and url.startswith(CRD_PREFIX):
@@ -61,13 +67,21 @@ def parse(data, max_size=MAX_DOCUMENT_SIZE):
     """Parse untrusted XML bytes and return the root element.
 
     Refuses DOCTYPE declarations altogether: KSeF documents never carry one,
-    and refusing them closes every entity-expansion and XXE variant.
+    and refusing them closes every entity-expansion and XXE variant.  They
+    are refused twice: by a scan of the bytes before parsing (so the DTD is
+    never parsed; a "<!DOCTYPE" inside a comment or CDATA section is
+    refused too, which no KSeF document has), and from the parsed tree.
+    The parser itself loads no DTD, substitutes no entity and has no
+    network access (libxml2 also bounds entity amplification and, without
+    huge_tree, depth and text sizes).
     """
     if isinstance(data, str):
         raise TypeError("XML must be given as bytes")
     if len(data) > max_size:
         raise XMLError("document too large (%d bytes, limit %d)"
             % (len(data), max_size))
+    if any(doctype in data for doctype in _DOCTYPES):
+        raise XMLError("DOCTYPE declarations are not allowed")
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:

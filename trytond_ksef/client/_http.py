@@ -24,6 +24,11 @@ Retry policy (explicit, see `RetryPolicy`):
 Nothing here logs a header, a body or a query string: tokens travel in the
 Authorization header and pre-signed storage URLs carry their signature in
 the query.
+
+Every answer is read with a bound (`MAX_RESPONSE_SIZE`, after decompression):
+a server that never stops sending, or a compressed bomb, ends the call
+with `ProtocolError` (`OutcomeUnknown` for a call that creates something)
+instead of filling the memory.
 """
 import email.utils
 import json
@@ -56,6 +61,10 @@ logger = logging.getLogger('trytond_ksef.client')
 logger.addHandler(logging.NullHandler())
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0, pool=15.0)
+# The largest answer read, decoded.  KSeF's largest documented answers are
+# session UPO pages (up to 10 000 invoices, a few MB) and invoice lists;
+# xmlutil.MAX_DOCUMENT_SIZE (10 MB) is the bound of any XML we parse.
+MAX_RESPONSE_SIZE = 16 * 1024 * 1024
 USER_AGENT = 'trytond-ksef'
 
 # KSeF exception codes meaning "this session takes nothing more", when
@@ -216,12 +225,36 @@ def error_from_response(response, operation, context=None):
     return HTTPError(detail=detail, **params)
 
 
+class _TooLarge(Exception):
+    "An answer longer than the bound (internal)."
+
+
+def _read_bounded(response, limit):
+    """Read the body of a streamed `response`, decoded, refusing more than
+    `limit` bytes; the content is then available as with a normal read."""
+    length = response.headers.get('Content-Length')
+    if length and length.strip().isdigit() and int(length) > limit:
+        raise _TooLarge()
+    chunks = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+    # What httpx.Response.read() stores; .content and .json() use it.
+    response._content = b''.join(chunks)
+    return response
+
+
 class HTTP:
     """One httpx.Client plus the policy; shared by the API client and the
     status-service client."""
 
     def __init__(self, *, transport=None, timeout=None, retry=None,
-            clock=None, sleep=None, user_agent=None, client=None):
+            clock=None, sleep=None, user_agent=None, client=None,
+            max_response_size=MAX_RESPONSE_SIZE):
+        self.max_response_size = max_response_size
         self.timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         if not isinstance(self.timeout, httpx.Timeout):
             self.timeout = httpx.Timeout(self.timeout)
@@ -263,11 +296,21 @@ class HTTP:
                 headers.setdefault('Content-Type', 'application/json')
             start = time.monotonic()
             try:
-                response = self.client.request(
-                    method, url, headers=headers, content=body,
-                    params=params,
+                response = self._send(method, url, headers=headers,
+                    content=body, params=params,
                     timeout=timeout if timeout is not None
                     else self.timeout)
+            except _TooLarge:
+                logger.warning("KSeF %s %s: answer larger than %d bytes"
+                    " (attempt %d)", method, redact_url(url),
+                    self.max_response_size, attempt)
+                reason = 'answer larger than %d bytes' % (
+                    self.max_response_size)
+                if creates:
+                    raise OutcomeUnknown(operation=operation,
+                        reason=reason, **context) from None
+                raise ProtocolError(operation=operation, reason=reason,
+                    **context) from None
             except httpx.HTTPError as exc:
                 sent = not isinstance(exc, _NOT_SENT)
                 reason = type(exc).__name__
@@ -287,8 +330,6 @@ class HTTP:
                         reason=reason, **context) from None
                 raise NetworkError(operation=operation, reason=reason,
                     **context) from None
-            # The body of an error answer is small; read it so that the
-            # connection goes back to the pool.
             elapsed = (time.monotonic() - start) * 1000
             status = response.status_code
             logger.debug("KSeF %s %s -> %d (%.0f ms, attempt %d)",
@@ -327,6 +368,16 @@ class HTTP:
             logger.info("KSeF %s %s -> %d %s", method, redact_url(url),
                 status, error.code)
             raise error
+
+    def _send(self, method, url, **kwargs):
+        """Send one request and read its answer within the size bound
+        (the connection goes back to the pool either way)."""
+        request = self.client.build_request(method, url, **kwargs)
+        response = self.client.send(request, stream=True)
+        try:
+            return _read_bounded(response, self.max_response_size)
+        finally:
+            response.close()
 
     def json(self, response, *, operation, creates=False, context=None):
         """Decode a 2xx JSON answer.  For a creating call an unreadable

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Request, Response
 from trytond_ksef import crypto
 
 from . import auth as auth_checks
-from . import openapi, processing, upo
+from . import hostile, openapi, processing, upo
 from .faults import FaultError, Faults
 from .latarnia import Latarnia, LatarniaError
 from .limits import RateLimiter, retry_after_header
@@ -346,6 +346,13 @@ class Simulator:
             request.remote_addr, self.clock.now())
         try:
             response = self._dispatch(request, entry)
+            if (200 <= response.status_code < 300
+                    and not request.path.startswith('/_sim/')):
+                fault = self.faults.take('hostile_xml', request.method,
+                    request.path)
+                if fault is not None:
+                    entry['fault'] = 'hostile_xml'
+                    response = hostile.response(fault, response)
         except DropConnection:
             entry['status'] = None
             entry['dropped'] = True

@@ -41,6 +41,11 @@ Kinds:
     (default 430, file verification error): a technical refusal on
     demand, e.g. to exercise a technical correction.  The same document
     sent again is processed normally.
+``hostile_xml``
+    A successful answer (a UPO, a status...) is replaced by a hostile XML
+    body: ``mode`` is the variant of :mod:`.hostile` (external entities
+    reading ``target``, a file or a URL; entity expansion; deep nesting; a
+    ``huge`` body of ``size`` bytes streamed without length).
 """
 import itertools
 import re
@@ -48,8 +53,11 @@ import threading
 from dataclasses import asdict, dataclass, field
 
 KINDS = ('outage', 'delay', 'drop_after_accept', 'expired_token',
-    'session_closed', 'reject_invoice')
+    'session_closed', 'reject_invoice', 'hostile_xml')
 MODES = ('status', 'drop')
+# hostile_xml takes a variant of .hostile as its mode
+HOSTILE_MODES = ('xxe_file', 'xxe_http', 'xxe_parameter', 'external_dtd',
+    'billion_laughs', 'quadratic', 'deep', 'huge')
 _ids = itertools.count(1)
 
 
@@ -73,6 +81,8 @@ class Fault:
     mode: str = None
     id: int = field(default_factory=lambda: next(_ids))
     hits: int = 0
+    target: str = None
+    size: int = None
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -81,7 +91,16 @@ class Fault:
         if self.mode is None:
             self.mode = 'drop' if self.kind == 'drop_after_accept' else (
                 'status' if self.kind == 'outage' else None)
-        if self.mode is not None and self.mode not in MODES:
+        modes = HOSTILE_MODES if self.kind == 'hostile_xml' else MODES
+        if self.kind == 'hostile_xml' and self.mode is None:
+            raise FaultError("a hostile_xml fault needs a mode (%s)"
+                % ', '.join(HOSTILE_MODES))
+        if (self.kind == 'hostile_xml' and not self.target
+                and self.mode in ('xxe_http', 'xxe_parameter',
+                    'external_dtd')):
+            raise FaultError("the %s variant needs a target URL"
+                % self.mode)
+        if self.mode is not None and self.mode not in modes:
             raise FaultError("unknown fault mode %r" % self.mode,
                 params={'mode': self.mode})
         if self.status is None:
@@ -123,13 +142,15 @@ class Faults:
         self._lock = threading.Lock()
 
     def add(self, kind, path=None, method=None, times=1, status=None,
-            delay=0.0, mode=None, persistent=False):
+            delay=0.0, mode=None, persistent=False, target=None,
+            size=None):
         """Add a rule and return it.  `persistent=True` is ``times=None``.
         Example: ``faults.add('outage', path=r'/sessions/online$',
         method='POST', mode='drop')``."""
         fault = Fault(kind, path=path, method=method,
             times=None if persistent else times, status=status,
-            delay=float(delay or 0), mode=mode)
+            delay=float(delay or 0), mode=mode, target=target,
+            size=int(size) if size else None)
         with self._lock:
             self._rules.append(fault)
         return fault
@@ -139,7 +160,7 @@ class Faults:
         if not isinstance(data, dict):
             raise FaultError("a fault is a JSON object")
         allowed = {'kind', 'path', 'method', 'times', 'status', 'delay',
-            'mode', 'persistent'}
+            'mode', 'persistent', 'target', 'size'}
         unknown = set(data) - allowed
         if unknown:
             raise FaultError("unknown fault fields: %s"
