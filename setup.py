@@ -48,7 +48,6 @@ requires = [
     'holidays>=0.64',
     'openapi-core>=0.19',
     'werkzeug>=2.0',
-    'defusedxml>=0.7',
     ]
 for dep in info.get('depends', []):
     if dep not in ('ir', 'res'):
