@@ -5,15 +5,19 @@
 #   make demo   - the module on an embedded SQLite database against the simulator
 #   make test   - lint and the whole test suite (Tryton 8.0 and 8.2, SQLite and
 #                 PostgreSQL when 127.0.0.1:5432 answers)
+#   make bench  - the benchmark figures (see BENCHMARKS.md)
 PYTHON ?= python3
 
-.PHONY: demo test venv clean
+.PHONY: demo test bench venv clean
 
 demo:
 	$(PYTHON) tools/dev.py demo
 
 test:
 	$(PYTHON) tools/dev.py test
+
+bench:
+	$(PYTHON) tools/dev.py bench
 
 venv:
 	$(PYTHON) tools/dev.py venv 8.0

@@ -7,6 +7,7 @@
                               [-k NAME] [--jobs N]
     python3 tools/dev.py demo [demo options]
     python3 tools/dev.py venv SERIES
+    python3 tools/dev.py bench [bench options]
 
 Each Tryton series gets its own virtual environment in .venv/<series>,
 created and kept up to date here, so a fresh machine needs only Python 3.11+.
@@ -259,6 +260,12 @@ def cmd_demo(args):
     return subprocess.call(cmd, cwd=ROOT)
 
 
+def cmd_bench(args):
+    python = ensure_venv(args.series)
+    cmd = [python, os.path.join(ROOT, 'tools', 'bench.py')] + args.rest
+    return subprocess.call(cmd, cwd=ROOT)
+
+
 def main():
     parser = argparse.ArgumentParser(prog='tools/dev.py')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -279,6 +286,10 @@ def main():
     demo.add_argument('--series', default='8.0', choices=SERIES)
     demo.add_argument('rest', nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
+    bench = sub.add_parser('bench', help="print the benchmark figures")
+    bench.add_argument('--series', default=SERIES[-1], choices=SERIES)
+    bench.add_argument('rest', nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     args = parser.parse_args()
     return args.func(args)
 
