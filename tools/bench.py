@@ -441,9 +441,9 @@ def bench_p1(bench, databases):
 def make_backlog(database, template, count, authorization_id, context):
     """`count` offline KSeF records, each with its own FA(3) document built
     and validated by the core as posting does, of as many draft invoices
-    (the invoices themselves are not posted: see BENCHMARKS.md)."""
+    (copies of the template's row, not posted: see BENCHMARKS.md)."""
     from trytond.pool import Pool
-    from trytond.transaction import Transaction
+    from trytond.transaction import Transaction, without_check_access
 
     from trytond_ksef import fa3
     from trytond_ksef.crypto import sha256_b64
@@ -460,20 +460,24 @@ def make_backlog(database, template, count, authorization_id, context):
         Invoice = pool.get('account.invoice')
         InvoiceKSeF = pool.get('account.invoice.ksef')
         model = Invoice(template)
-        base = {
-            'type': 'out', 'company': model.company.id,
-            'party': model.party.id,
-            'invoice_address': model.invoice_address.id,
-            'account': model.account.id, 'journal': model.journal.id,
-            'currency': model.currency.id,
-            'payment_term': model.payment_term.id,
-            'invoice_date': today,
-            }
+        cursor = transaction.connection.cursor()
+        # Plain copies of the template's row (a draft without lines): the
+        # ORM takes some 50 ms per invoice here, and only the KSeF records
+        # are sent.
+        cursor.execute('PRAGMA table_info("account_invoice")')
+        columns = ', '.join('"%s"' % row[1] for row in cursor.fetchall()
+            if row[1] != 'id')
+        insert = ('INSERT INTO "account_invoice" (%s) SELECT %s FROM '
+            '"account_invoice" WHERE "id" = ? RETURNING "id"'
+            % (columns, columns))
         for start in range(0, count, chunk):
             size = min(chunk, count - start)
-            invoices = Invoice.create([base] * size)
+            invoices = []
+            for _ in range(size):
+                cursor.execute(insert, (template,))
+                invoices.append(cursor.fetchone()[0])
             values = []
-            for offset, invoice in enumerate(invoices):
+            for offset, invoice_id in enumerate(invoices):
                 number = 'BL/%05d/%d' % (start + offset + 1, today.year)
                 lines = [fa3.Line(name="Usługa %d" % j, quantity=Decimal(j),
                         unit_price=Decimal('100.00'),
@@ -485,7 +489,7 @@ def make_backlog(database, template, count, authorization_id, context):
                 if [p for p in fa3.validate(data) if p.is_error]:
                     raise SystemExit("backlog document does not validate")
                 values.append({
-                        'invoice': invoice.id, 'company': model.company.id,
+                        'invoice': invoice_id, 'company': model.company.id,
                         'authorization': authorization_id,
                         'state': 'offline', 'mode': 'offline',
                         'offline_since': today,
@@ -494,7 +498,8 @@ def make_backlog(database, template, count, authorization_id, context):
                         'issue_date': today, 'invoice_number': number,
                         'kind': 'VAT', 'attempts': 0,
                         })
-            InvoiceKSeF.create(values)
+            with without_check_access():
+                InvoiceKSeF.create(values)
             transaction.commit()
 
 

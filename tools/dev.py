@@ -262,7 +262,8 @@ def cmd_demo(args):
 
 def cmd_bench(args):
     python = ensure_venv(args.series)
-    cmd = [python, os.path.join(ROOT, 'tools', 'bench.py')] + args.rest
+    rest = args.rest[1:] if args.rest[:1] == ['--'] else args.rest
+    cmd = [python, os.path.join(ROOT, 'tools', 'bench.py')] + rest
     return subprocess.call(cmd, cwd=ROOT)
 
 
