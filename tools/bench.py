@@ -41,6 +41,9 @@ sys.path.insert(0, os.path.join(ROOT, 'tools'))
 NIP = '5265877635'
 BUYER_NIP = '1111111111'
 TARGET_P1 = 1.10
+# lxml alone (parse + XSD) on the P2 invoices on a quiet machine of the
+# kind BENCHMARKS.md names: the P2 targets are about 10 and 5 times these.
+LXML_QUIET = {10: 0.1, 1000: 5.0}
 TARGET_P4_MB = 300
 # KSeF's crons as the module registers them (sending.xml), in minutes.
 SEND_EVERY, CHECK_EVERY = 5, 15
@@ -121,9 +124,11 @@ def bench_p2(args):
         if [p for p in fa3.validate(data) if p.is_error]:
             raise SystemExit("P2: the benchmark invoice does not validate")
         repeat = 201 if count < 1000 else 31
-        total = cpu_median_ms(lambda: fa3.validate(fa3.build(invoice)),
-            repeat)
-        build = cpu_median_ms(lambda: fa3.build(invoice), repeat)
+        # as posting does: the XSD checked once, by validate
+        total = cpu_median_ms(lambda: fa3.validate(fa3.build(invoice,
+                    schema_check=False)), repeat)
+        build = cpu_median_ms(lambda: fa3.build(invoice,
+                schema_check=False), repeat)
         # lxml alone (parse + XSD) on the same bytes: what the machine
         # can do at best, to compare the figure with.
         lxml_only = cpu_median_ms(
@@ -135,10 +140,13 @@ def bench_p2(args):
             for count, _, total, _, _ in figures),
         ' / '.join("<= %g ms" % target for _, target, _, _, _ in figures),
         ok)
-    for count, _, total, build, lxml_only in figures:
-        detail("%d lines: build %.2f ms, validate %.2f ms; lxml alone "
-            "(parse + XSD) %.2f ms (CPU time, median)" % (
-                count, build, total - build, lxml_only))
+    for count, target, total, build, lxml_only in figures:
+        detail("%d lines: build %.2f ms, validate %.2f ms (CPU time, "
+            "median); lxml alone (parse + XSD) %.2f ms: %.1f times that "
+            "(the target is %.0f times the %g ms it takes on a quiet "
+            "machine)" % (count, build, total - build, lxml_only,
+                total / lxml_only, target / LXML_QUIET[count],
+                LXML_QUIET[count]))
 
 
 # -- databases ---------------------------------------------------------------
@@ -575,10 +583,12 @@ def limit_analysis(log_path, time_scale):
     count_429 = 0
     groups = {}
     total = 0
+    simulator_ms = 0.0
     with open(log_path, encoding='utf-8') as f:
         for line in f:
             entry = json.loads(line)
             total += 1
+            simulator_ms += entry.get('durationMs') or 0
             if entry.get('status') == 429:
                 count_429 += 1
                 continue
@@ -600,7 +610,8 @@ def limit_analysis(log_path, time_scale):
             if limit:
                 # n requests need (n - 1) // limit full windows
                 least = max(least, ((count - 1) // limit) * length)
-    return count_429, total, {g: c for g, (c, _) in groups.items()}, least
+    return (count_429, total, {g: c for g, (c, _) in groups.items()}, least,
+        simulator_ms / 1000)
 
 
 def bench_p3(bench, database, only):
@@ -618,28 +629,43 @@ def bench_p3(bench, database, only):
         raise SystemExit("P3: the sending process failed (%s)"
             % proc.returncode)
     scale = args.time_scale
-    count_429, requests, groups, least = limit_analysis(bench.sim_log,
-        scale)
+    count_429, requests, groups, least, simulator = limit_analysis(
+        bench.sim_log, scale)
     seconds = result['seconds']
     cleared = result['with_upo'] == result['total']
-    ksef_seconds = seconds / scale
+    first_run = (result['accepted_seconds'] is not None
+        and result['runs']['send'] == 1 and result['runs']['check'] == 0)
     if 'P3' in only:
-        figure('P3', "%d-invoice offline backlog: %.1f s wall = %s KSeF "
-            "time at time scale %g, %.0f invoices/s (wall), %d x 429" % (
-                result['total'], seconds, _hms(ksef_seconds), scale,
-                result['accepted'] / seconds, count_429),
+        # KSeF's limits are the only bound when nothing else made the run
+        # wait: all cleared by the first send run (no 429 or transient
+        # failure left work to a later run), and the time not spent in
+        # KSeF (the simulator) is below what the limits impose on these
+        # requests at KSeF's real speed.
+        own = seconds - simulator
+        bound = own <= least
+        figure('P3', "%d-invoice offline backlog: %s, %.1f s wall "
+            "(= %s of KSeF time at time scale %g), %.1f invoices/s, "
+            "%d x 429" % (
+                result['total'], 'cleared in the first send run'
+                if cleared and first_run else 'cleared' if cleared
+                else 'NOT cleared (%d accepted, %d with UPO)' % (
+                    result['accepted'], result['with_upo']),
+                seconds, _hms(seconds / scale), scale,
+                result['total'] / seconds if cleared else 0, count_429),
             "limited by KSeF's limits only",
-            cleared and ksef_seconds <= max(1.1 * least,
-                least + SEND_EVERY * 60))
-        detail("accepted %d/%d (all after %s), UPO stored %d; cron runs: "
-            "send %d, check %d; %d requests" % (
-                result['accepted'], result['total'],
+            cleared and first_run and bound)
+        detail("bound: %s; KSeF's limits allow these requests in %s "
+            "(%.1f s at the time scale); the simulator worked %.1f s, "
+            "the sending process %.1f s" % (
+                "KSeF's limits" if bound
+                else "the sending process's own work, not KSeF's limits",
+                _hms(least), least * scale, simulator, own))
+        detail("all accepted after %s, UPOs stored %d; cron runs: send %d, "
+            "check %d; %d requests, rate-limited ones per group: %s" % (
                 '%.1f s' % result['accepted_seconds']
                 if result['accepted_seconds'] is not None else 'never',
                 result['with_upo'], result['runs']['send'],
-                result['runs']['check'], requests))
-        detail("least KSeF time the limits allow for these requests: %s; "
-            "limited requests per group: %s" % (_hms(least), ', '.join(
+                result['runs']['check'], requests, ', '.join(
                     '%s %d' % item for item in sorted(groups.items()))))
     if 'P4' in only:
         peak = result['peak_rss_kb'] / 1024
