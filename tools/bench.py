@@ -404,12 +404,31 @@ def count_records(database, ids):
             [('invoice', 'in', list(ids))])
 
 
+def time_ksef_issue(database):
+    """Wrap account.invoice._ksef_issue of `database` to add the CPU time
+    of each call to the list returned."""
+    from trytond.pool import Pool
+    Invoice = Pool(database).get('account.invoice')
+    function = Invoice._ksef_issue.__func__
+    spent = []
+
+    def timed(cls, invoices, store=True):
+        start = time.process_time()
+        try:
+            return function(cls, invoices, store=store)
+        finally:
+            spent.append(time.process_time() - start)
+    Invoice._ksef_issue = classmethod(timed)
+    return spent
+
+
 def bench_p1(bench, databases):
     """Post `--invoices` invoices per round in each database, the databases
     in a rotating order; the median per database."""
     args = bench.args
     contexts = {db: user_context(db) for db in databases}
     times = {db: [] for db in databases}
+    ksef_cpu = time_ksef_issue('bench_ksef')
     # a first round of each, untimed: caches, SQLite pages, sequences
     for db, template in databases.items():
         post(db, drafts(db, template, 10, contexts[db]), contexts[db])
@@ -417,7 +436,9 @@ def bench_p1(bench, databases):
     for round_ in range(args.rounds):
         for db in order[round_ % len(order):] + order[:round_ % len(order)]:
             ids = drafts(db, databases[db], args.invoices, contexts[db])
-            times[db].append(post(db, ids, contexts[db]))
+            ksef_cpu.clear()
+            times[db].append(post(db, ids, contexts[db]) + (
+                    sum(ksef_cpu),))
             states, records = count_records(db, ids)
             expected = args.invoices if db == 'bench_ksef' else 0
             if states != {'posted'} or records != expected:
@@ -435,6 +456,10 @@ def bench_p1(bench, databases):
         "median of %d rounds; wall time %.2f s / %.2f s, ratio %.3f" % (
             args.rounds, median('bench_ksef', 0), median('bench_plain', 0),
             median('bench_ksef', 0) / median('bench_plain', 0)))
+    issue = median('bench_ksef', 2)
+    detail("of which the module's posting step (Invoice._ksef_issue: map "
+        "to FA(3), build, validate, store, queue the send) %.2f s CPU: "
+        "%.1f %% of the posting" % (issue, 100 * issue / on))
     if 'bench_ksef_off' in times:
         unconfigured = median('bench_ksef_off', 1)
         detail("module activated, company without KSeF authorization: "
@@ -584,11 +609,14 @@ def limit_analysis(log_path, time_scale):
     groups = {}
     total = 0
     simulator_ms = 0.0
+    storage = 0
     with open(log_path, encoding='utf-8') as f:
         for line in f:
             entry = json.loads(line)
             total += 1
             simulator_ms += entry.get('durationMs') or 0
+            if entry['path'].startswith('/storage/'):
+                storage += 1
             if entry.get('status') == 429:
                 count_429 += 1
                 continue
@@ -611,7 +639,7 @@ def limit_analysis(log_path, time_scale):
                 # n requests need (n - 1) // limit full windows
                 least = max(least, ((count - 1) // limit) * length)
     return (count_429, total, {g: c for g, (c, _) in groups.items()}, least,
-        simulator_ms / 1000)
+        simulator_ms / 1000, storage)
 
 
 def bench_p3(bench, database, only):
@@ -629,8 +657,8 @@ def bench_p3(bench, database, only):
         raise SystemExit("P3: the sending process failed (%s)"
             % proc.returncode)
     scale = args.time_scale
-    count_429, requests, groups, least, simulator = limit_analysis(
-        bench.sim_log, scale)
+    count_429, requests, groups, least, simulator, storage = (
+        limit_analysis(bench.sim_log, scale))
     seconds = result['seconds']
     cleared = result['with_upo'] == result['total']
     first_run = (result['accepted_seconds'] is not None
@@ -661,11 +689,12 @@ def bench_p3(bench, database, only):
                 else "the sending process's own work, not KSeF's limits",
                 _hms(least), least * scale, simulator, own))
         detail("all accepted after %s, UPOs stored %d; cron runs: send %d, "
-            "check %d; %d requests, rate-limited ones per group: %s" % (
-                '%.1f s' % result['accepted_seconds']
+            "check %d; %d requests, %d of them to pre-signed storage "
+            "addresses (not rate-limited); rate-limited ones per group: %s"
+            % ('%.1f s' % result['accepted_seconds']
                 if result['accepted_seconds'] is not None else 'never',
                 result['with_upo'], result['runs']['send'],
-                result['runs']['check'], requests, ', '.join(
+                result['runs']['check'], requests, storage, ', '.join(
                     '%s %d' % item for item in sorted(groups.items()))))
     if 'P4' in only:
         peak = result['peak_rss_kb'] / 1024
@@ -693,15 +722,13 @@ def main(argv=None):
         choices=['P1', 'P2', 'P3', 'P4'])
     parser.add_argument('--invoices', type=int, default=100,
         help="invoices posted per round (P1)")
-    parser.add_argument('--rounds', type=int, default=3,
+    parser.add_argument('--rounds', type=int, default=5,
         help="rounds of posting per database (P1)")
-    parser.add_argument('--unconfigured', action='store_true',
-        help="P1 also in a database with the module activated and the "
-        "company without KSeF authorization")
     parser.add_argument('--backlog', type=int, default=10000,
         help="invoices in the offline backlog (P3, P4)")
     parser.add_argument('--time-scale', type=float, default=0.01,
-        help="simulated KSeF seconds per real second (P3)")
+        help="real seconds a KSeF second lasts for the rate limits and the "
+        "crons' intervals (P3; 0.01: a KSeF minute lasts 0.6 s)")
     parser.add_argument('--max-seconds', type=float, default=900,
         help="give up sending the backlog after this many seconds")
     parser.add_argument('--keep', action='store_true',
@@ -725,16 +752,13 @@ def main(argv=None):
         _, template, _ = setup_company(bench.conf, 'bench_plain')
         bench.copy_db('bench_plain', 'bench_ksef')
         bench.admin('bench_ksef', 'ksef')
-        if args.unconfigured:
-            bench.copy_db('bench_ksef', 'bench_ksef_off')
+        bench.copy_db('bench_ksef', 'bench_ksef_off')
         authorization = configure_ksef(bench.conf, 'bench_ksef')
         if only & {'P3', 'P4'}:
             bench.copy_db('bench_ksef', 'bench_backlog')
         if 'P1' in only:
-            databases = {'bench_ksef': template, 'bench_plain': template}
-            if args.unconfigured:
-                databases['bench_ksef_off'] = template
-            bench_p1(bench, databases)
+            bench_p1(bench, {'bench_ksef': template,
+                    'bench_plain': template, 'bench_ksef_off': template})
         if only & {'P3', 'P4'}:
             say("building the backlog of %d invoices..." % args.backlog)
             start = time.perf_counter()
