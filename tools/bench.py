@@ -18,7 +18,7 @@ P1  posting 100 customer invoices in one transaction (FA(3) built,
 P2  fa3.build + fa3.validate of a 10-line and a 1 000-line invoice.
 P3  an offline backlog of 10 000 invoices sent by the module's crons to the
     simulator (a separate process) at KSeF's rate limits, time-scaled.
-P4  peak memory (ru_maxrss) of the process that sends that backlog.
+P4  peak memory (peak RSS) of the process that sends that backlog.
 """
 import argparse
 import datetime
@@ -129,22 +129,24 @@ def bench_p2(args):
                     schema_check=False)), repeat)
         build = cpu_median_ms(lambda: fa3.build(invoice,
                 schema_check=False), repeat)
+        check = cpu_median_ms(lambda: fa3.validate(data), repeat)
         # lxml alone (parse + XSD) on the same bytes: what the machine
         # can do at best, to compare the figure with.
         lxml_only = cpu_median_ms(
             lambda: xsd.validate(etree.fromstring(data)), repeat)
-        figures.append((count, target, total, build, lxml_only))
-    ok = all(total <= target for _, target, total, _, _ in figures)
+        figures.append((count, target, total, build, check, lxml_only))
+    ok = all(total <= target for _, target, total, _, _, _ in figures)
     figure('P2', "FA(3) build + validate: %s" % ', '.join(
             "%d lines %.2f ms" % (count, total)
-            for count, _, total, _, _ in figures),
-        ' / '.join("<= %g ms" % target for _, target, _, _, _ in figures),
+            for count, _, total, _, _, _ in figures),
+        ' / '.join("<= %g ms" % target for _, target, _, _, _, _ in figures),
         ok)
-    for count, target, total, build, lxml_only in figures:
-        detail("%d lines: build %.2f ms, validate %.2f ms (CPU time, "
-            "median); lxml alone (parse + XSD) %.2f ms: %.1f times that "
-            "(the target is %.0f times the %g ms it takes on a quiet "
-            "machine)" % (count, build, total - build, lxml_only,
+    for count, target, total, build, check, lxml_only in figures:
+        detail("%d lines: build %.2f ms, validate %.2f ms (each timed "
+            "apart; CPU time, median); lxml alone (parse + XSD) %.2f ms: "
+            "the total is %.1f times that (the target is %.0f times the "
+            "%g ms it takes on a quiet machine)" % (
+                count, build, check, lxml_only,
                 total / lxml_only, target / LXML_QUIET[count],
                 LXML_QUIET[count]))
 
@@ -536,6 +538,20 @@ def make_backlog(database, template, count, authorization_id, context):
             transaction.commit()
 
 
+def memory_kb(field):
+    """VmRSS (now) or VmHWM (peak) of this process in kB.  Not ru_maxrss:
+    Linux carries it over fork and exec, so a child started by a big
+    parent would report the parent's size."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def send_backlog(args):
     """Child process: run the module's crons, at their intervals in
     scaled time, until every record is accepted with its UPO (or the
@@ -549,7 +565,7 @@ def send_backlog(args):
     pool = Pool(database)
     with Transaction().start(database, 0, readonly=True):
         pool.init()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_rss = memory_kb('VmRSS')
 
     def progress():
         with Transaction().start(database, 0, readonly=True):
@@ -594,8 +610,7 @@ def send_backlog(args):
                 'seconds': elapsed, 'accepted_seconds': accepted_at,
                 'total': total, 'accepted': accepted, 'with_upo': with_upo,
                 'runs': runs, 'base_rss_kb': base_rss,
-                'peak_rss_kb': resource.getrusage(
-                    resource.RUSAGE_SELF).ru_maxrss,
+                'peak_rss_kb': memory_kb('VmHWM'),
                 }), flush=True)
     return 0
 
@@ -698,8 +713,8 @@ def bench_p3(bench, database, only):
                     '%s %d' % item for item in sorted(groups.items()))))
     if 'P4' in only:
         peak = result['peak_rss_kb'] / 1024
-        figure('P4', "peak memory sending the backlog: %.0f MB (ru_maxrss "
-            "of the sending process; %.0f MB after loading Tryton)" % (
+        figure('P4', "peak memory sending the backlog: %.0f MB (peak RSS, "
+            "VmHWM, of the sending process; %.0f MB after loading Tryton)" % (
                 peak, result['base_rss_kb'] / 1024),
             "<= %d MB" % TARGET_P4_MB, peak <= TARGET_P4_MB)
 
