@@ -727,14 +727,16 @@ def _hms(seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest='command')
-    child = sub.add_parser('send-backlog')
+    sub = parser.add_subparsers(dest='command', metavar='')
+    child = sub.add_parser('send-backlog',
+        help="(internal) the sending process of P3 and P4")
     child.add_argument('--config', required=True)
     child.add_argument('--database', required=True)
     child.add_argument('--time-scale', type=float, required=True)
     child.add_argument('--max-seconds', type=float, required=True)
     parser.add_argument('--only', nargs='+', default=['P1', 'P2', 'P3', 'P4'],
-        choices=['P1', 'P2', 'P3', 'P4'])
+        choices=['P1', 'P2', 'P3', 'P4'],
+        help="the figures to measure (default: all)")
     parser.add_argument('--invoices', type=int, default=100,
         help="invoices posted per round (P1)")
     parser.add_argument('--rounds', type=int, default=5,
