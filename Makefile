@@ -6,9 +6,10 @@
 #   make test   - lint and the whole test suite (Tryton 8.0 and 8.2, SQLite and
 #                 PostgreSQL when 127.0.0.1:5432 answers)
 #   make web    - the demo database in Tryton's web client on 127.0.0.1:8000
+#   make bench  - the benchmark figures (see BENCHMARKS.md)
 PYTHON ?= python3
 
-.PHONY: demo test venv clean web screenshots
+.PHONY: demo test web screenshots bench venv clean
 
 demo:
 	$(PYTHON) tools/dev.py demo
@@ -21,6 +22,9 @@ web:
 
 screenshots:
 	$(PYTHON) tools/dev.py screenshots
+
+bench:
+	$(PYTHON) tools/dev.py bench
 
 venv:
 	$(PYTHON) tools/dev.py venv 8.0

@@ -701,6 +701,7 @@ class InvoiceKSeF(metaclass=PoolMeta):
             record = cls._ksef_lock(record_id, ('sent', 'accepted'))
             if record is None:
                 continue
+            status = None
             try:
                 if record.state == 'sent':
                     status = cls._ksef_status(client, record, listings,
@@ -710,7 +711,14 @@ class InvoiceKSeF(metaclass=PoolMeta):
                         transaction.commit()
                         record = cls(record_id)
                 if record.state == 'accepted' and not record.upo:
-                    cls._ksef_fetch_upo(client, record)
+                    cls._ksef_fetch_upo(client, record, status)
+            except errors.RateLimited as error:
+                # The next records would be refused too (and KSeF makes
+                # repeated excess wait longer): the next run goes on.
+                logger.info("KSeF rate limit reached checking statuses "
+                    "(retry after %s s)", error.retry_after)
+                transaction.commit()
+                break
             except errors.KSeFError as error:
                 logger.info("KSeF status of %s not known yet: %s",
                     record.invoice_number, error.code)
@@ -743,9 +751,12 @@ class InvoiceKSeF(metaclass=PoolMeta):
                     timeout=left)
             except errors.StillProcessing:
                 return None
+            # KSeF's largest page: a batch of 10 000 invoices is listed
+            # in 10 requests (this list allows 20 a minute).
             listings[session] = (session_status, {
                     s.invoice_hash: s
-                    for s in client.list_session_invoices(session)})
+                    for s in client.list_session_invoices(session,
+                        page_size=1000)})
         session_status, by_hash = listings[session]
         status = by_hash.get(record.fa3_hash)
         if status is None:
@@ -846,9 +857,23 @@ class InvoiceKSeF(metaclass=PoolMeta):
         cls._ksef_notify_rejected([record])
 
     @classmethod
-    def _ksef_fetch_upo(cls, client, record):
-        upo = client.get_invoice_upo(record.session_reference,
-            ksef_number=record.ksef_number)
+    def _ksef_fetch_upo(cls, client, record, status=None):
+        """Store the UPO of accepted `record`.  From the pre-signed address
+        of its final `status` when it has one still valid (KSeF does not
+        rate-limit those downloads), else from the API."""
+        upo = None
+        url = status.upo_download_url if status is not None else None
+        expiration = (status.upo_download_url_expiration
+            if status is not None else None)
+        if url and (expiration is None or expiration > _utcnow()):
+            try:
+                upo = client.download_upo(url, reference=record.ksef_number)
+            except errors.KSeFError as error:
+                logger.info("KSeF UPO of %s not downloaded: %s",
+                    record.invoice_number, error.code)
+        if upo is None:
+            upo = client.get_invoice_upo(record.session_reference,
+                ksef_number=record.ksef_number)
         cls.write([record], {
                 'upo': upo.content,
                 'upo_reference': record.ksef_number,

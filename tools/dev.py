@@ -9,6 +9,7 @@
     python3 tools/dev.py venv SERIES
     python3 tools/dev.py web [--port 8000] [--no-simulator]
     python3 tools/dev.py screenshots [--port 8000]
+    python3 tools/dev.py bench [bench options]
 
 Each Tryton series gets its own virtual environment in .venv/<series>,
 created and kept up to date here, so a fresh machine needs only Python 3.11+.
@@ -302,6 +303,13 @@ def cmd_screenshots(args):
     return subprocess.call(cmd + args.rest, cwd=ROOT)
 
 
+def cmd_bench(args):
+    python = ensure_venv(args.series)
+    rest = args.rest[1:] if args.rest[:1] == ['--'] else args.rest
+    cmd = [python, os.path.join(ROOT, 'tools', 'bench.py')] + rest
+    return subprocess.call(cmd, cwd=ROOT)
+
+
 def main():
     parser = argparse.ArgumentParser(prog='tools/dev.py')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -334,6 +342,10 @@ def main():
         help="take the README's screenshots of the web client")
     shots.add_argument('rest', nargs=argparse.REMAINDER)
     shots.set_defaults(func=cmd_screenshots)
+    bench = sub.add_parser('bench', help="print the benchmark figures")
+    bench.add_argument('--series', default=SERIES[-1], choices=SERIES)
+    bench.add_argument('rest', nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     args = parser.parse_args()
     return args.func(args)
 

@@ -130,6 +130,27 @@ _Q_CODE = _q('P_12')
 _Q_RATE = _q('KursWaluty')
 
 
+_FA_OPEN = '<Fa xmlns="%s">' % NS
+# Parses only what the builder writes (see _Builder.lines).
+_LINES_PARSER = etree.XMLParser(resolve_entities=False, no_network=True,
+    load_dtd=False)
+
+
+def _esc(text):
+    "`text` escaped for XML element content."
+    if '&' in text or '<' in text or '>' in text:
+        text = text.replace('&', '&amp;').replace('<', '&lt;').replace(
+            '>', '&gt;')
+    return text
+
+
+def _element(tag, text):
+    "An element `tag` with `text` as XML text (empty when None)."
+    if text is None:
+        return '<%s/>' % tag
+    return '<%s>%s</%s>' % (tag, _esc(text), tag)
+
+
 def _sub(parent, tag, text=None):
     element = _SubElement(parent, _Q[tag])
     if text is not None:
@@ -163,15 +184,16 @@ def _join(value):
 
 
 # A checked line: its element and the values to add up.
-_Line = namedtuple('_Line', ['element', 'code', 'block', 'sign', 'amount',
+_Line = namedtuple('_Line', ['number', 'code', 'block', 'sign', 'amount',
         'rate', 'margin', 'index', 'currency_rate', 'exemption'])
 
 
 class _Builder:
 
-    def __init__(self, invoice, check_nip):
+    def __init__(self, invoice, check_nip, schema_check=True):
         self.invoice = invoice
         self.check_nip = check_nip
+        self.schema_check = schema_check
         self.problems = []
         self.buyer_identifier = None  # (kind, country) once checked
         self.invoice_rate_text = None
@@ -290,8 +312,7 @@ class _Builder:
                 '/Faktura/Fa/RodzajFaktury', {'kind': str(invoice.kind)})
         self.header(root)
         # Fa is made apart and its lines first (their totals come before
-        # them): adding elements to a small detached tree is faster.
-        self.fa_element = etree.Element(_q('Fa'), nsmap={None: NS})
+        # them); lines() makes self.fa_element.
         lines = self.lines()
         codes = {ln.code for ln in lines if ln.code}
         if invoice.taxes:
@@ -304,7 +325,8 @@ class _Builder:
         self.footer(root)
         if self.problems:
             raise FA3DataError.from_problems(self.problems)
-        self.check_result(root)
+        if self.schema_check:
+            self.check_result(root)
         return root
 
     def header(self, root):
@@ -601,52 +623,60 @@ class _Builder:
         gtus = enumeration('TGTU')
         procedures = enumeration('TOznaczenieProcedury')
         result = []
+        texts = [_FA_OPEN]
         for i, line in enumerate(lines):
             if type(line) is not model.Line and not isinstance(
                     line, model.Line):
                 self.problem('fa3_invalid_type', 'lines[%d]' % i,
                     '/Faktura/Fa/FaWiersz[%d]' % (i + 1), expected='a Line')
                 continue
-            result.append(self.line(line, i, gtus, procedures))
+            result.append(self.line(line, i, gtus, procedures, texts))
+        texts.append('</Fa>')
+        # The lines are written as XML text and parsed once: lxml makes
+        # the elements of a 1 000-line invoice several times faster so
+        # than one SubElement at a time.  Every text in them is checked
+        # (printable, no character XML refuses) and escaped.
+        self.fa_element = etree.fromstring(''.join(texts).encode('utf-8'),
+            _LINES_PARSER)
         return result
 
-    def line(self, line, i, gtus, procedures):
+    def line(self, line, i, gtus, procedures, out):
         # This runs for every line (up to 10 000): field names and paths
         # are tuples formatted only when a problem is reported (see _join),
-        # and the usual values take a fast path.
+        # and the usual values take a fast path.  The line is appended to
+        # `out` as XML text.
         def F(name):
             return ('field', i, name)
 
         def P(tag):
             return ('path', i, tag)
-        SE = _SubElement
-        element = SE(self.fa_element, _Q_LINE)
         number = line.number if line.number is not None else i + 1
         if type(number) is not int or number < 1:
             self.problem('fa3_invalid_value', F('number'),
                 P('NrWierszaFa'))
-        SE(element, _Q_NUMBER).text = str(number)
+        number = str(number)
+        out.append('<FaWiersz><NrWierszaFa>%s</NrWierszaFa>' % _esc(number))
         if line.uu_id is not None:
             value = self.text(line.uu_id, F('uu_id'), P('UU_ID'), 50)
             if value:
-                _sub(element, 'UU_ID', value)
+                out.append(_element('UU_ID', value))
         if line.delivery_date is not None:
             date = self.date(line.delivery_date, F('delivery_date'),
                 P('P_6A'))
             if date:
-                _sub(element, 'P_6A', date)
+                out.append(_element('P_6A', date))
         name = line.name
         if not _clean(name, 512):
             name = self.text(name, F('name'), P('P_7'), 512,
                 required=True)
-        SE(element, _Q_NAME).text = name
+        out.append(_element('P_7', name))
         for attr, tag, size in _LINE_TEXTS:
             value = getattr(line, attr)
             if value is not None:
                 if not _clean(value, size):
                     value = self.text(value, F(attr), P(tag), size)
                 if value:
-                    SE(element, _Q[tag]).text = value
+                    out.append(_element(tag, value))
         code = line.tax_code
         margin = False
         checked_code = block = tax_rate = None
@@ -691,26 +721,27 @@ class _Builder:
                 quantity, price = -quantity, -price
                 if discount is not None:
                     discount = -discount
-            SE(element, _Q_QUANTITY).text = format_decimal(quantity)
-            SE(element, _Q_GROSS_PRICE if margin else _Q_PRICE).text = (
-                format_decimal(price))
+            # numbers need no escaping
+            out.append('<P_8B>%s</P_8B>' % format_decimal(quantity))
+            out.append(('<P_9B>%s</P_9B>' if margin
+                    else '<P_9A>%s</P_9A>') % format_decimal(price))
             if discount:
-                _sub(element, 'P_10', format_decimal(discount))
-            SE(element, _Q_GROSS if margin else _Q_NET).text = (
-                format_amount(amount))
+                out.append('<P_10>%s</P_10>' % format_decimal(discount))
+            out.append(('<P_11A>%s</P_11A>' if margin
+                    else '<P_11>%s</P_11>') % format_amount(amount))
         if checked_code:
-            SE(element, _Q_CODE).text = code
+            out.append('<P_12>%s</P_12>' % _esc(code))
         if line.annex_15:
-            _sub(element, 'P_12_Zal_15', '1')
+            out.append('<P_12_Zal_15>1</P_12_Zal_15>')
         if line.gtu is not None:
             gtu = self.choice(line.gtu, gtus, F('gtu'), P('GTU'))
             if gtu:
-                _sub(element, 'GTU', gtu)
+                out.append(_element('GTU', gtu))
         if line.procedure is not None:
             procedure = self.choice(line.procedure, procedures,
                 F('procedure'), P('Procedura'))
             if procedure:
-                _sub(element, 'Procedura', procedure)
+                out.append(_element('Procedura', procedure))
         rate = line.currency_rate
         if rate is not None:
             rate = self.decimal(rate, F('currency_rate'),
@@ -729,19 +760,20 @@ class _Builder:
                 text = format_rate(rate)
             if rate is not None:
                 currency_rate = rate
-                SE(element, _Q_RATE).text = text
+                out.append('<KursWaluty>%s</KursWaluty>' % text)
         if line.before_correction:
             sign = -1
-            _sub(element, 'StanPrzed', '1')
+            out.append('<StanPrzed>1</StanPrzed>')
         else:
             sign = 1
+        out.append('</FaWiersz>')
         exemption = line.exemption
         if exemption is not None and not isinstance(
                 exemption, model.Exemption):
             self.problem('fa3_invalid_type', F('exemption'),
                 '/Faktura/Fa/FaWiersz[%d]' % (i + 1),
                 expected='an Exemption')
-        return _Line(element, checked_code, block, sign, amount, tax_rate,
+        return _Line(number, checked_code, block, sign, amount, tax_rate,
             margin, i, currency_rate, exemption)
 
     def invoice_rate(self):
@@ -1054,7 +1086,7 @@ class _Builder:
             return
         _sub(parent, 'P_22', '1')
         _sub(parent, 'P_42_5', '1' if invoice.new_vehicle_art_42_5 else '2')
-        numbers = {(ln.element[0].text) for ln in lines}
+        numbers = {ln.number for ln in lines}
         for i, vehicle in enumerate(vehicles):
             field = 'new_vehicles[%d]' % i
             p = '%s/NowySrodekTransportu[%d]' % (path, i + 1)
@@ -1301,20 +1333,24 @@ class _Builder:
             raise FA3DataError.from_problems(problems)
 
 
-def build_tree(invoice, check_nip=True):
+def build_tree(invoice, check_nip=True, schema_check=True):
     """Return the lxml root element of `invoice`'s FA(3) document; raise
-    `FA3DataError` with every problem of the data."""
-    return _Builder(invoice, check_nip).build()
+    `FA3DataError` with every problem of the data.  See `build`."""
+    return _Builder(invoice, check_nip, schema_check).build()
 
 
-def build(invoice, check_nip=True):
+def build(invoice, check_nip=True, schema_check=True):
     """Return the FA(3) XML of `invoice` (a `model.Invoice`) as UTF-8 bytes
     with an XML declaration; the same data always gives the same bytes.
 
     Raise `FA3DataError` listing every problem of the data.  `check_nip`
     False skips the NIP check digit (KSeF TEST accepts any NIP).
+    `schema_check` False leaves out the XSD check of the result (the
+    safety net of `check_result`) for a caller that runs `validate` on
+    the bytes anyway, which checks the XSD and more: one XSD pass instead
+    of two.
     """
-    root = build_tree(invoice, check_nip)
+    root = build_tree(invoice, check_nip, schema_check)
     # Not pretty-printed: a quarter smaller (KSeF's limit is 1 MB) and
     # faster to parse.
     return DECLARATION + etree.tostring(

@@ -93,6 +93,16 @@ _LINE_VALUES = etree.XSLT(etree.XML(
                 for f in _LINE_FIELDS))))
 
 
+# Compiled once: an XPath string is compiled at every call.
+_PARTY_NIPS = etree.XPath(
+    '(f:Podmiot1|f:Podmiot2|f:Podmiot3|f:PodmiotUpowazniony)'
+    '/f:DaneIdentyfikacyjne/*[self::f:NIP or self::f:IDWew]',
+    namespaces=_NAMESPACES)
+_KSEF_NUMBERS = [etree.XPath('f:' + path, namespaces=_NAMESPACES)
+    for path in ('DaneFaKorygowanej/f:NrKSeFFaKorygowanej',
+        'FakturaZaliczkowa/f:NrKSeFFaZaliczkowej')]
+
+
 class FA3DocumentError(xmlutil.XMLError):
     "The document is not an FA(3) invoice at all."
 
@@ -403,10 +413,7 @@ def _check_parties(problems, root, fa, kind, amounts, lines):
             severity='warning')
     # NIP check digits: verified by KSeF PRD only (PROTOCOL §11), so TEST
     # documents with random NIPs stay acceptable.
-    for element in root.xpath(
-            '(f:Podmiot1|f:Podmiot2|f:Podmiot3|f:PodmiotUpowazniony)'
-            '/f:DaneIdentyfikacyjne/*[self::f:NIP or self::f:IDWew]',
-            namespaces=_NAMESPACES):
+    for element in _PARTY_NIPS(root):
         value = (element.text or '').strip()
         if element.tag == _q('IDWew'):
             value = value.partition('-')[0]
@@ -415,9 +422,8 @@ def _check_parties(problems, root, fa, kind, amounts, lines):
             _problem(problems, element,
                 "the NIP has a wrong check digit (KSeF PRD refuses it)",
                 'fa3_nip_checksum', severity='warning')
-    for path in ('DaneFaKorygowanej/f:NrKSeFFaKorygowanej',
-            'FakturaZaliczkowa/f:NrKSeFFaZaliczkowej'):
-        for element in fa.xpath('f:' + path, namespaces=_NAMESPACES):
+    for xpath in _KSEF_NUMBERS:
+        for element in xpath(fa):
             value = (element.text or '').strip()
             if len(value) == 35 and KSEF_NUMBER_PATTERN.fullmatch(value) \
                     and not ksef_number_valid(value):

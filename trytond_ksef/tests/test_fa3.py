@@ -15,6 +15,7 @@ import re
 import tempfile
 import unittest
 from decimal import Decimal as D
+from unittest import mock
 
 from lxml import etree
 
@@ -1063,6 +1064,16 @@ class BuildErrorsTestCase(FA3TestCase):
             builder.check_result(root)
         self.assertEqual(cm.exception.code, 'fa3_schema_violation')
         self.assertEqual(cm.exception.path, '/Faktura/Fa/P_2')
+
+
+    def test_build_without_schema_check(self):
+        "schema_check=False: same bytes, the XSD left to validate()."
+        inv = invoice()
+        with mock.patch.object(fa3.builder._Builder, 'check_result',
+                side_effect=AssertionError("XSD checked")):
+            data = fa3.build(inv, schema_check=False)
+        self.assertEqual(data, fa3.build(inv))
+        self.assertEqual([p for p in fa3.validate(data) if p.is_error], [])
 
 
 class ValidateTestCase(FA3TestCase):
